@@ -1,0 +1,66 @@
+// Helpers shared by the test programs: where the Hugging Face fixtures are, and readers for their files.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ernie::testing {
+
+// ../shared/fixtures beside the checkout, or $ERNIE_FIXTURES. A missing directory fails the test: the
+// golden comparisons are the point of the suite and must never be silently skipped.
+inline std::filesystem::path fixtures_dir() {
+  if (const char* env = std::getenv("ERNIE_FIXTURES")) return env;
+  return ERNIE_FIXTURES_DIR;
+}
+
+inline std::filesystem::path fixture(const std::string& relative) {
+  const auto path = fixtures_dir() / relative;
+  if (!std::filesystem::exists(path)) {
+    ADD_FAILURE() << "fixture missing: " << path << " (set ERNIE_FIXTURES to shared/fixtures)";
+  }
+  return path;
+}
+
+inline nlohmann::json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) {
+    ADD_FAILURE() << "cannot read " << path;
+    return {};
+  }
+  return nlohmann::json::parse(in);
+}
+
+inline std::vector<float> read_f32(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    ADD_FAILURE() << "cannot read " << path;
+    return {};
+  }
+  in.seekg(0, std::ios::end);
+  std::vector<float> values(static_cast<size_t>(in.tellg()) / sizeof(float));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+  return values;
+}
+
+// A scratch directory removed when the test ends.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "ernie-test-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace ernie::testing
