@@ -76,6 +76,11 @@ size_t Session::scratch_bytes() const {
           scores_.size() + logits_.size()) * sizeof(float);
 }
 
+void Session::truncate(int n) {
+  if (n < 0 || n > position_) fail("cannot truncate a session of ", position_, " tokens to ", n);
+  position_ = n;
+}
+
 void Session::check_input(std::span<const int32_t> tokens) const {
   if (tokens.empty()) fail("no input tokens");
   for (int32_t id : tokens) {

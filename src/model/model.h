@@ -62,6 +62,9 @@ class Session {
 
   int position() const { return position_; }
   int context_length() const { return context_length_; }
+  int vocab_size() const { return config_.vocab_size; }
+  // Forgets cached tokens from position n on (n <= position()), e.g. to reuse a shared chat prefix.
+  void truncate(int n);
   void reset() { position_ = 0; }
   void set_observer(LayerObserver observer) { observer_ = std::move(observer); }
 

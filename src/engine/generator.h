@@ -1,0 +1,54 @@
+// The generation loop: prefill a prompt, then sample and decode one token at a time, streaming text through a
+// callback. Front ends (CLI, server) build a request and consume the callback; they never touch the model.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ernie {
+
+struct GenerationOptions {
+  int max_new_tokens = 256;
+  bool ignore_eos = false;              // keep going past end-of-sequence ids (fixed-length runs)
+  std::vector<int32_t> eos_ids;         // ids that end generation
+  std::vector<std::string> stop_strings;  // text that ends generation; never printed
+  SamplingParams sampling;
+};
+
+// Sampling defaults from generation_config.json, as transformers applies them: do_sample false means greedy,
+// otherwise its temperature/top_p/top_k/repetition_penalty. End-of-sequence ids come from generation_config.json,
+// else config.json.
+GenerationOptions default_generation_options(const ModelConfig& config, const GenerationDefaults& defaults);
+
+enum class FinishReason { Stop, Length };
+std::string_view finish_reason_name(FinishReason reason);  // "stop" / "length", as OpenAI names them
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;  // generated ids, including a final end-of-sequence id if one was produced
+  std::string text;             // their text, special tokens skipped, cut before any stop string
+  FinishReason finish_reason = FinishReason::Length;
+  int prompt_tokens = 0;
+  double prefill_seconds = 0;  // prompt pass up to the first token's logits
+  double decode_seconds = 0;   // every later step
+};
+
+// Receives each generated token and the text that became final with it (possibly empty: a partial UTF-8 character
+// or a possible stop-string prefix is held back). Return false to stop generating (cancellation).
+using TokenCallback = std::function<bool(int32_t token, std::string_view text)>;
+
+// Runs `prompt` (appended at session.position(), so a chat can reuse its cached prefix) and generates.
+// Stops at an end-of-sequence id (unless ignore_eos), a stop string, max_new_tokens, a full context, or when
+// on_token returns false. Raises ernie::Error before doing any work if the prompt does not fit the context.
+GenerationResult generate(Session& session, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                          const GenerationOptions& options, const TokenCallback& on_token = {});
+
+}  // namespace ernie
