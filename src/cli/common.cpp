@@ -1,0 +1,129 @@
+#include "cli/common.h"
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+#include "tokenizer/chat_template.h"
+
+namespace ernie::cli {
+
+void add_model_options(CLI::App& command, ModelOptions& options) {
+  command.add_option("-m,--model", options.dir, "Hugging Face checkpoint directory (config.json, model.safetensors, ...)")
+      ->required();
+  command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+}
+
+SessionOptions session_options(const ModelOptions& options) { return SessionOptions{.context_length = options.context_length}; }
+
+LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
+  const auto start = std::chrono::steady_clock::now();
+  LoadedModel loaded;
+  loaded.model = Model::load(options.dir);
+  loaded.defaults = GenerationDefaults::load(options.dir);
+  if (with_tokenizer) loaded.tokenizer = Tokenizer::load(options.dir);
+  loaded.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB mapped) in %.3f s\n", options.dir.c_str(),
+               loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
+               loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds);
+  return loaded;
+}
+
+void add_generation_flags(CLI::App& command, GenerationFlags& flags) {
+  command.add_option("-n,--max-tokens", flags.max_tokens, "Maximum new tokens (default 256)")->check(CLI::NonNegativeNumber);
+  command.add_option("--temperature", flags.temperature, "Sampling temperature; 0 = greedy (default: generation_config.json)");
+  command.add_option("--top-p", flags.top_p, "Nucleus sampling mass in (0, 1]");
+  command.add_option("--top-k", flags.top_k, "Keep the k most likely tokens; 0 = off");
+  command.add_option("--min-p", flags.min_p, "Drop tokens below min-p x the top probability");
+  command.add_option("--repeat-penalty", flags.repetition_penalty, "Repetition penalty over the context (1 = off)");
+  command.add_option("--presence-penalty", flags.presence_penalty, "OpenAI presence penalty");
+  command.add_option("--frequency-penalty", flags.frequency_penalty, "OpenAI frequency penalty");
+  command.add_option("--seed", flags.seed, "Random seed (default: random, printed to stderr)");
+  command.add_flag("--ignore-eos", flags.ignore_eos, "Do not stop at end-of-sequence tokens");
+  command.add_option("--stop", flags.stop, "Stop when this text is generated (repeatable)");
+}
+
+GenerationOptions resolve_generation_options(const GenerationFlags& flags, const LoadedModel& loaded) {
+  GenerationOptions options = default_generation_options(loaded.model->config(), loaded.defaults);
+  SamplingParams& s = options.sampling;
+  if (flags.max_tokens) options.max_new_tokens = *flags.max_tokens;
+  if (flags.temperature) s.temperature = *flags.temperature;
+  if (flags.top_p) s.top_p = *flags.top_p;
+  if (flags.top_k) s.top_k = *flags.top_k;
+  if (flags.min_p) s.min_p = *flags.min_p;
+  if (flags.repetition_penalty) s.repetition_penalty = *flags.repetition_penalty;
+  if (flags.presence_penalty) s.presence_penalty = *flags.presence_penalty;
+  if (flags.frequency_penalty) s.frequency_penalty = *flags.frequency_penalty;
+  s.seed = flags.seed ? *flags.seed : std::random_device{}();
+  options.ignore_eos = flags.ignore_eos;
+  options.stop_strings = flags.stop;
+  s.validate();
+  if (!s.greedy()) std::fprintf(stderr, "ernie: sampling with seed %llu\n", static_cast<unsigned long long>(s.seed));
+  return options;
+}
+
+void add_prompt_input(CLI::App& command, PromptInput& input) {
+  CLI::Option_group* group = command.add_option_group("prompt", "exactly one of");
+  group->add_option("-p,--prompt", input.text, "Prompt text");
+  group->add_option("--ids", input.ids, "Prompt as token ids, e.g. 1,5,9");
+  group->require_option(1);
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::string cleaned;
+  for (char c : text) cleaned += (c == ',' || c == '[' || c == ']') ? ' ' : c;
+  std::istringstream in(cleaned);
+  std::vector<int32_t> ids;
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || value < 0 || value > INT32_MAX) fail("--ids: \"", word, "\" is not a token id");
+    ids.push_back(static_cast<int32_t>(value));
+  }
+  if (ids.empty()) fail("--ids: no token ids given");
+  return ids;
+}
+
+std::string ids_to_json(const std::vector<int32_t>& ids) {
+  std::string out = "[";
+  for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
+  return out + "]";
+}
+
+std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages, bool add_generation_prompt) {
+  if (tokenizer.chat_template().empty()) fail("this checkpoint's tokenizer_config.json has no chat_template");
+  nlohmann::json context = nlohmann::json::object();
+  for (const auto& [name, text] : tokenizer.special_token_strings()) context[name] = text;
+  context["messages"] = messages;
+  context["add_generation_prompt"] = add_generation_prompt;
+  return ChatTemplate::parse(tokenizer.chat_template()).render(context);
+}
+
+void add_chat_end_ids(const Tokenizer& tokenizer, std::vector<int32_t>& eos_ids) {
+  const auto& specials = tokenizer.special_token_strings();
+  const auto sep = specials.find("sep_token");
+  if (sep == specials.end()) return;
+  if (const auto id = tokenizer.token_id(sep->second)) eos_ids.push_back(*id);
+}
+
+void report_generation(const GenerationResult& r) {
+  const int generated = static_cast<int>(r.tokens.size());
+  // The first token comes out of the prompt pass, so decode speed counts the steps after it.
+  std::fprintf(stderr,
+               "ernie: prompt %d tokens in %.1f ms (%.1f tok/s) | generated %d tokens, decode %.1f tok/s | finish: %s\n",
+               r.prompt_tokens, r.prefill_seconds * 1e3, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9), generated,
+               generated > 1 ? (generated - 1) / std::max(r.decode_seconds, 1e-9) : 0.0,
+               std::string(finish_reason_name(r.finish_reason)).c_str());
+}
+
+}  // namespace ernie::cli

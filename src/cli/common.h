@@ -1,0 +1,73 @@
+// Options and helpers shared by the `ernie` subcommands. Each subcommand lives in its own file and registers
+// itself with register_<name>(app); main() only dispatches.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/generator.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ernie::cli {
+
+struct ModelOptions {
+  std::string dir;
+  int context_length = 4096;
+};
+void add_model_options(CLI::App& command, ModelOptions& options);
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::optional<Tokenizer> tokenizer;
+  GenerationDefaults defaults;
+  double load_seconds = 0;
+};
+// Loads the checkpoint (and its tokenizer when asked), reporting the time and memory plan on stderr.
+LoadedModel load_model(const ModelOptions& options, bool with_tokenizer);
+SessionOptions session_options(const ModelOptions& options);
+
+// Flags that override generation_config.json's sampling defaults.
+struct GenerationFlags {
+  std::optional<int> max_tokens;
+  std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
+  bool ignore_eos = false;
+  std::vector<std::string> stop;
+};
+void add_generation_flags(CLI::App& command, GenerationFlags& flags);
+GenerationOptions resolve_generation_options(const GenerationFlags& flags, const LoadedModel& loaded);
+
+// The prompt as exactly one of --prompt TEXT or --ids 1,5,9; giving neither or both is a usage error.
+struct PromptInput {
+  std::optional<std::string> text;
+  std::optional<std::string> ids;
+};
+void add_prompt_input(CLI::App& command, PromptInput& input);
+
+// "1,5,9" or "[1, 5, 9]" -> ids; raises ernie::Error on anything else.
+std::vector<int32_t> parse_ids(const std::string& text);
+std::string ids_to_json(const std::vector<int32_t>& ids);
+
+// The conversation rendered by the checkpoint's chat template, with the special tokens transformers passes it.
+std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages, bool add_generation_prompt);
+// Adds the template's end-of-turn token (sep_token, "<|end_of_sentence|>" for ERNIE) to the ids that end a reply.
+void add_chat_end_ids(const Tokenizer& tokenizer, std::vector<int32_t>& eos_ids);
+
+// One stderr line: prompt and generation speed, finish reason.
+void report_generation(const GenerationResult& result);
+
+void register_run(CLI::App& app);
+void register_chat(CLI::App& app);
+void register_logits(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_info(CLI::App& app);
+
+}  // namespace ernie::cli

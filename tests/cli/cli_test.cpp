@@ -1,0 +1,227 @@
+// The `ernie` program end to end: the exact command forms outside checks rely on, against the transformers
+// goldens, and bad input that must end in a clear error and a non-zero exit, never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "test_support.h"
+
+namespace ernie {
+namespace {
+
+using ernie::testing::fixture;
+using ernie::testing::read_f32;
+using ernie::testing::read_json;
+using ernie::testing::TempDir;
+
+struct Outcome {
+  int exit_code;  // -1 when the program died from a signal
+  std::string out, err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+Outcome ernie_cli(const std::string& args, const std::string& input = "") {
+  TempDir tmp;
+  const auto err_path = tmp.path() / "stderr";
+  const auto in_path = tmp.path() / "stdin";
+  std::ofstream(in_path) << input;
+  const std::string command =
+      std::string(ERNIE_BINARY) + " " + args + " <" + quote(in_path) + " 2>" + quote(err_path.string());
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) out.append(buffer, n);
+  const int status = pclose(pipe);
+  std::ifstream err_file(err_path);
+  std::stringstream err;
+  err << err_file.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err.str()};
+}
+
+std::string model_dir(const char* name = "tiny-ernie/model") { return quote(fixture(name).string()); }
+
+std::string join_ids(const nlohmann::json& ids) {
+  std::string s;
+  for (const auto& id : ids) s += (s.empty() ? "" : ",") + std::to_string(id.get<int>());
+  return s;
+}
+
+nlohmann::json golden_prompt(const std::string& fixture_name, const std::string& prompt) {
+  const auto golden = read_json(fixture(fixture_name + "/ref/golden.json"));
+  for (const auto& p : golden["prompts"]) {
+    if (p["name"] == prompt) return p;
+  }
+  ADD_FAILURE() << "no prompt " << prompt;
+  return {};
+}
+
+TEST(Cli, RunGreedyIdsMatchTransformers) {
+  for (const std::string fx : {"tiny-ernie", "tiny-ernie-bias"}) {
+    for (const std::string name : {"english", "chinese", "special_tokens"}) {
+      SCOPED_TRACE(fx + " " + name);
+      const auto prompt = golden_prompt(fx, name);
+      const auto r = ernie_cli("run --model " + model_dir((fx + "/model").c_str()) + " --ids " +
+                               join_ids(prompt["ids"]) + " --max-tokens 32 --temperature 0 --ignore-eos --print-ids");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(nlohmann::json::parse(r.out), prompt["greedy"]["new_ids"]);
+      EXPECT_NE(r.err.find("tok/s"), std::string::npos) << "speed report missing: " << r.err;
+      EXPECT_NE(r.err.find("loaded"), std::string::npos) << "load time missing: " << r.err;
+    }
+  }
+}
+
+TEST(Cli, RunStreamsTheGreedyTextForAPrompt) {
+  // The golden prompts start with bos; --add-bos reproduces them from text.
+  const auto prompt = golden_prompt("tiny-ernie", "english");
+  const auto r = ernie_cli("run --model " + model_dir() + " --add-bos --prompt " + quote(prompt["text"]) +
+                           " --max-tokens 32 --temperature 0 --ignore-eos");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto expected = ernie_cli("detokenize --skip-special --model " + model_dir() + " --ids " +
+                                  join_ids(prompt["greedy"]["new_ids"]));
+  ASSERT_EQ(expected.exit_code, 0) << expected.err;
+  EXPECT_EQ(r.out, expected.out);  // both end with one newline
+}
+
+TEST(Cli, SamplingIsReproducibleWithASeed) {
+  const std::string args = "run --model " + model_dir() + " --ids 1,1560,1474 --max-tokens 24 --ignore-eos "
+                           "--temperature 1.0 --top-p 0.95 --print-ids --seed ";
+  const auto a = ernie_cli(args + "7"), b = ernie_cli(args + "7"), c = ernie_cli(args + "8");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.out, c.out);
+  EXPECT_EQ(nlohmann::json::parse(a.out).size(), 24u);
+}
+
+TEST(Cli, MaxTokensAndStopString) {
+  const auto r = ernie_cli("run --model " + model_dir() + " --ids 1,1560 --max-tokens 5 --temperature 0 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 5u);
+  EXPECT_NE(r.err.find("finish: length"), std::string::npos);
+
+  // Stop at the text of the 4th greedy token of the english prompt: the output must end right before it.
+  const auto prompt = golden_prompt("tiny-ernie", "english");
+  const auto ids = join_ids(prompt["ids"]);
+  const auto full = ernie_cli("run --model " + model_dir() + " --ids " + ids + " -n 32 --temperature 0 --ignore-eos");
+  ASSERT_EQ(full.exit_code, 0);
+  const std::string text = full.out.substr(0, full.out.size() - 1);
+  ASSERT_GT(text.size(), 12u);
+  const std::string stop = text.substr(text.size() / 2, 3);
+  const auto stopped = ernie_cli("run --model " + model_dir() + " --ids " + ids +
+                                 " -n 32 --temperature 0 --ignore-eos --stop " + quote(stop));
+  ASSERT_EQ(stopped.exit_code, 0) << stopped.err;
+  EXPECT_EQ(stopped.out, text.substr(0, text.find(stop)) + "\n");
+  EXPECT_NE(stopped.err.find("finish: stop"), std::string::npos);
+}
+
+TEST(Cli, ChatTemplatePrompt) {
+  const auto r = ernie_cli("run --model " + model_dir() + " --chat --prompt Hello! -n 8 --temperature 0 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 8u);
+}
+
+TEST(Cli, InteractiveChatKeepsHistoryAndExitsOnEof) {
+  const auto r = ernie_cli("chat --model " + model_dir() + " -n 6 --temperature 0 --ignore-eos", "Hello!\nAnd again?\n");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '>'), 3) << r.err;  // two turns, then the prompt that saw EOF
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '|') / 2, 2) << "one generation report per turn: " << r.err;
+}
+
+TEST(Cli, LogitsFileMatchesTransformers) {
+  TempDir tmp;
+  const auto prompt = golden_prompt("tiny-ernie", "mixed");
+  const auto out = tmp.path() / "logits.bin";
+  const auto r = ernie_cli("logits --model " + model_dir() + " --ids " + join_ids(prompt["ids"]) + " --out " + quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto ours = read_f32(out);
+  const auto ref = read_f32(fixture("tiny-ernie/ref/mixed.last_logits.f32.bin"));
+  ASSERT_EQ(ours.size(), ref.size());
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) diff += (ours[i] - ref[i]) * (ours[i] - ref[i]), norm += ref[i] * ref[i];
+  EXPECT_LE(std::sqrt(diff / norm), 1e-4);
+  // First printed line: rank 1, the reference's top id.
+  std::istringstream lines(r.out);
+  int rank, id;
+  lines >> rank >> id;
+  EXPECT_EQ(rank, 1);
+  EXPECT_EQ(id, prompt["top5_ids"].back()[0].get<int>());
+}
+
+TEST(Cli, TokenizeAndDetokenizeMatchTransformers) {
+  const auto golden = read_json(fixture("tiny-ernie/ref/tokenizer_golden.json"));
+  int checked = 0;
+  for (const auto& s : golden["strings"]) {
+    const std::string text = s["text"];
+    if (text.empty() || text.find('\0') != std::string::npos) continue;
+    const auto r = ernie_cli("tokenize --model " + model_dir() + " --text " + quote(text));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out), s["hf_ids"]) << text;
+    if (s["hf_ids"].empty()) continue;
+    const auto d = ernie_cli("detokenize --model " + model_dir() + " --ids " + join_ids(s["hf_ids"]));
+    ASSERT_EQ(d.exit_code, 0) << d.err;
+    EXPECT_EQ(d.out, s["hf_decoded"].get<std::string>() + "\n");
+    ++checked;
+  }
+  EXPECT_GE(checked, 15);
+}
+
+TEST(Cli, InfoDescribesTheCheckpoint) {
+  const auto r = ernie_cli("info --model " + model_dir("tiny-ernie-bias/model"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // tiny-ernie-bias: vocab 3008, hidden 64, 3 layers, q 4x16, kv 2x16, intermediate 192, biases, untied head.
+  const long long per_layer = 2 * 64 + (64 * 64 + 64) + 2 * (32 * 64 + 32) + (64 * 64 + 64) +
+                              2 * (192 * 64 + 192) + (64 * 192 + 64);
+  const long long expected = 3008LL * 64 + 3 * per_layer + 64 + 3008LL * 64;
+  EXPECT_NE(r.out.find("parameters       " + std::to_string(expected)), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("separate LM head"), std::string::npos);
+  EXPECT_NE(r.out.find("4 query heads, 2 kv heads, head_dim 16"), std::string::npos);
+}
+
+TEST(Cli, UsageErrorsExitNonZeroWithUsage) {
+  for (const std::string args : {"", "run", "run --model", "bogus", "run --model x --max-tokens abc", "logits --model x",
+                                 "run --model x --prompt hi --ids 1"}) {
+    SCOPED_TRACE(args);
+    const auto r = ernie_cli(args);
+    EXPECT_GT(r.exit_code, 0);
+    EXPECT_NE(r.err.find("Usage"), std::string::npos) << r.err;
+  }
+}
+
+TEST(Cli, BadInputIsAClearErrorNotACrash) {
+  TempDir tmp;
+  const auto copy = tmp.path() / "model";
+  std::filesystem::copy(fixture("tiny-ernie/model"), copy);
+  std::filesystem::permissions(copy / "model.safetensors", std::filesystem::perms::owner_write,
+                               std::filesystem::perm_options::add);
+  std::filesystem::resize_file(copy / "model.safetensors", std::filesystem::file_size(copy / "model.safetensors") - 100);
+
+  const struct {
+    std::string args, message;
+  } cases[] = {
+      {"run --model /nonexistent --prompt hi", "/nonexistent"},
+      {"run --model " + model_dir() + " --ids 1,x,3", "not a token id"},
+      {"run --model " + model_dir() + " --ids 1,99999", "99999"},
+      {"run --model " + model_dir() + " --ids 1,2 --top-p 1.5", "top_p"},
+      {"run --model " + model_dir() + " --ctx 8 --ids 1,2,3,4,5,6,7,8,9", "context"},
+      {"run --model " + quote(copy.string()) + " --prompt hi", "model.safetensors"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = ernie_cli(c.args);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos, true) << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace ernie
