@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <iterator>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace ernie::testing {
 
@@ -49,6 +52,38 @@ inline std::vector<float> read_f32(const std::filesystem::path& path) {
   return values;
 }
 
+using Bytes = std::vector<uint8_t>;
+
+inline Bytes read_bytes(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline void write_bytes(const std::filesystem::path& path, const Bytes& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  EXPECT_TRUE(out.good()) << "cannot write " << path;
+}
+
+inline void write_text(const std::filesystem::path& path, const std::string& text) {
+  write_bytes(path, Bytes(text.begin(), text.end()));
+}
+
+// The message of the ernie::Error that `f` raises; records a failure if it raises nothing or something else.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected ernie::Error, got another exception: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "expected ernie::Error, nothing was thrown";
+  return {};
+}
+
 // A scratch directory removed when the test ends.
 class TempDir {
  public:
@@ -64,3 +99,8 @@ class TempDir {
 };
 
 }  // namespace ernie::testing
+
+// Error messages must name what went wrong: a vague message fails this.
+#define EXPECT_MENTIONS(message, part) \
+  EXPECT_NE(std::string(message).find(part), std::string::npos) << "message: " << (message) << "\nlacks: " << (part)
+

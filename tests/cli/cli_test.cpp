@@ -52,7 +52,10 @@ std::string model_dir(const char* name = "tiny-ernie/model") { return quote(fixt
 
 std::string join_ids(const nlohmann::json& ids) {
   std::string s;
-  for (const auto& id : ids) s += (s.empty() ? "" : ",") + std::to_string(id.get<int>());
+  for (const auto& id : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(id.get<int>());
+  }
   return s;
 }
 

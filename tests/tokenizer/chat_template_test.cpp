@@ -15,25 +15,12 @@ namespace ernie {
 namespace {
 
 using nlohmann::json;
+using ernie::testing::error_of;
 
 std::string render(std::string_view source, const json& context = json::object()) {
   return ChatTemplate::parse(source).render(context);
 }
 
-// The message of the ernie::Error that `fn` throws; fails the test if it throws nothing or something else.
-template <class Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a non-ernie exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "did not throw";
-  return {};
-}
 
 std::string parse_error(std::string_view source) {
   return error_of([&] { ChatTemplate::parse(source); });

@@ -19,6 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using ernie::testing::fixture;
+using ernie::testing::write_text;
 using ernie::testing::read_json;
 using ernie::testing::TempDir;
 
@@ -337,10 +338,6 @@ fs::path copy_model(const TempDir& dir) {
   return dir.path();
 }
 
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
 
 std::string load_error(const fs::path& dir) {
   try {
@@ -364,13 +361,13 @@ TEST(TokenizerErrors, GarbageModelFileIsAnErrorNotACrash) {
   for (const size_t size : {size_t{0}, size_t{1}, size_t{7}, size_t{4096}, size_t{40000}}) {
     std::string bytes(size, '\0');
     for (auto& b : bytes) b = static_cast<char>(rng());
-    write_file(model_dir / "tokenizer.model", bytes);
+    write_text(model_dir / "tokenizer.model", bytes);
     EXPECT_NE(load_error(model_dir).find("tokenizer.model"), std::string::npos) << size << " random bytes";
   }
   // A real model cut short.
   std::ifstream in(fixture("tiny-ernie/model/tokenizer.model"), std::ios::binary);
   std::string real((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  write_file(model_dir / "tokenizer.model", real.substr(0, real.size() / 2));
+  write_text(model_dir / "tokenizer.model", real.substr(0, real.size() / 2));
   EXPECT_NE(load_error(model_dir).find("tokenizer.model"), std::string::npos);
 }
 
@@ -378,7 +375,7 @@ TEST(TokenizerErrors, MalformedJsonNamesTheFile) {
   for (const char* name : {"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"}) {
     TempDir dir;
     const fs::path model_dir = copy_model(dir);
-    write_file(model_dir / name, "{\"bos_token\": \"<s>\",,, ");
+    write_text(model_dir / name, "{\"bos_token\": \"<s>\",,, ");
     const std::string message = load_error(model_dir);
     EXPECT_NE(message.find(name), std::string::npos) << message;
   }
@@ -404,7 +401,7 @@ TEST(TokenizerErrors, WrongFieldTypesNameTheFileAndField) {
   for (const Case& c : cases) {
     TempDir dir;
     const fs::path model_dir = copy_model(dir);
-    write_file(model_dir / c.file, c.json);
+    write_text(model_dir / c.file, c.json);
     const std::string message = load_error(model_dir);
     EXPECT_NE(message.find(c.file), std::string::npos) << c.json << " -> " << message;
     EXPECT_NE(message.find(c.field), std::string::npos) << c.json << " -> " << message;
@@ -434,8 +431,8 @@ TEST(TokenizerLayouts, AddedTokensJsonAndJinjaFileAreUsed) {
   TempDir dir;
   const fs::path model_dir = copy_model(dir);
   // A token past the sentencepiece pieces, as a fine-tune's added_tokens.json would hold.
-  write_file(model_dir / "added_tokens.json", R"({"<tool_call>": 3000})");
-  write_file(model_dir / "chat_template.jinja", "{{ messages }}");
+  write_text(model_dir / "added_tokens.json", R"({"<tool_call>": 3000})");
+  write_text(model_dir / "chat_template.jinja", "{{ messages }}");
   const Tokenizer tokenizer = Tokenizer::load(model_dir);
   EXPECT_EQ(tokenizer.vocab_size(), 3001);
   EXPECT_EQ(tokenizer.token_id("<tool_call>"), std::optional<int32_t>(3000));
@@ -454,7 +451,7 @@ TEST(TokenizerLayouts, LongestAddedTokenWinsAndStripFlagsApply) {
   config["added_tokens_decoder"]["3000"] = {{"content", "<mask:1"}, {"special", true}};
   config["added_tokens_decoder"]["3001"] = {{"content", "[X]"}, {"special", false}, {"lstrip", true},
                                             {"rstrip", true}};
-  write_file(model_dir / "tokenizer_config.json", config.dump());
+  write_text(model_dir / "tokenizer_config.json", config.dump());
   const Tokenizer tokenizer = Tokenizer::load(model_dir);
   const auto mask1 = tokenizer.token_id("<mask:1>");
   ASSERT_TRUE(mask1.has_value());
