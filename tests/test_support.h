@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -103,4 +103,3 @@ class TempDir {
 // Error messages must name what went wrong: a vague message fails this.
 #define EXPECT_MENTIONS(message, part) \
   EXPECT_NE(std::string(message).find(part), std::string::npos) << "message: " << (message) << "\nlacks: " << (part)
-

@@ -49,8 +49,10 @@ void chat(const ChatOptions& o) {
     session.truncate(static_cast<int>(reuse));
     const std::span<const int32_t> fresh(conversation.data() + reuse, conversation.size() - reuse);
     if (session.position() + static_cast<int64_t>(fresh.size()) >= session.context_length()) {
-      std::fprintf(stderr, "ernie: the conversation no longer fits the context (%d tokens): history cleared, "
-                   "please ask again\n", session.context_length());
+      std::fprintf(stderr,
+                   "ernie: the conversation no longer fits the context (%d tokens): history cleared, "
+                   "please ask again\n",
+                   session.context_length());
       messages.erase(messages.begin() + (o.system.empty() ? 0 : 1), messages.end());
       cached.clear();
       session.reset();

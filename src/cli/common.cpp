@@ -11,14 +11,17 @@
 namespace ernie::cli {
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
-  command.add_option("-m,--model", options.dir, "Hugging Face checkpoint directory (config.json, model.safetensors, ...)")
+  command
+      .add_option("-m,--model", options.dir, "Hugging Face checkpoint directory (config.json, model.safetensors, ...)")
       ->required();
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
 }
 
-SessionOptions session_options(const ModelOptions& options) { return SessionOptions{.context_length = options.context_length}; }
+SessionOptions session_options(const ModelOptions& options) {
+  return SessionOptions{.context_length = options.context_length};
+}
 
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   const auto start = std::chrono::steady_clock::now();
@@ -34,8 +37,10 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
 }
 
 void add_generation_flags(CLI::App& command, GenerationFlags& flags) {
-  command.add_option("-n,--max-tokens", flags.max_tokens, "Maximum new tokens (default 256)")->check(CLI::NonNegativeNumber);
-  command.add_option("--temperature", flags.temperature, "Sampling temperature; 0 = greedy (default: generation_config.json)");
+  command.add_option("-n,--max-tokens", flags.max_tokens, "Maximum new tokens (default 256)")
+      ->check(CLI::NonNegativeNumber);
+  command.add_option("--temperature", flags.temperature,
+                     "Sampling temperature; 0 = greedy (default: generation_config.json)");
   command.add_option("--top-p", flags.top_p, "Nucleus sampling mass in (0, 1]");
   command.add_option("--top-k", flags.top_k, "Keep the k most likely tokens; 0 = off");
   command.add_option("--min-p", flags.min_p, "Drop tokens below min-p x the top probability");
@@ -119,11 +124,11 @@ void add_chat_end_ids(const Tokenizer& tokenizer, std::vector<int32_t>& eos_ids)
 void report_generation(const GenerationResult& r) {
   const int generated = static_cast<int>(r.tokens.size());
   // The first token comes out of the prompt pass, so decode speed counts the steps after it.
-  std::fprintf(stderr,
-               "ernie: prompt %d tokens in %.1f ms (%.1f tok/s) | generated %d tokens, decode %.1f tok/s | finish: %s\n",
-               r.prompt_tokens, r.prefill_seconds * 1e3, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9), generated,
-               generated > 1 ? (generated - 1) / std::max(r.decode_seconds, 1e-9) : 0.0,
-               std::string(finish_reason_name(r.finish_reason)).c_str());
+  std::fprintf(
+      stderr, "ernie: prompt %d tokens in %.1f ms (%.1f tok/s) | generated %d tokens, decode %.1f tok/s | finish: %s\n",
+      r.prompt_tokens, r.prefill_seconds * 1e3, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9), generated,
+      generated > 1 ? (generated - 1) / std::max(r.decode_seconds, 1e-9) : 0.0,
+      std::string(finish_reason_name(r.finish_reason)).c_str());
 }
 
 }  // namespace ernie::cli

@@ -7,10 +7,13 @@
 namespace ernie::cli {
 namespace {
 
-double mib(double bytes) { return bytes / 1048576.0; }
+double mib(double bytes) {
+  return bytes / 1048576.0;
+}
 
 void info(const ModelOptions& o) {
-  LoadedModel loaded = load_model(o, /*with_tokenizer=*/std::filesystem::exists(std::filesystem::path(o.dir) / "tokenizer.model"));
+  LoadedModel loaded =
+      load_model(o, /*with_tokenizer=*/std::filesystem::exists(std::filesystem::path(o.dir) / "tokenizer.model"));
   const Model& model = *loaded.model;
   const ModelConfig& c = model.config();
   const Session session(model, session_options(o));

@@ -11,7 +11,9 @@ namespace ernie {
 
 enum class DType : uint8_t { F32, BF16, F16 };
 
-constexpr size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+constexpr size_t dtype_size(DType t) {
+  return t == DType::F32 ? 4 : 2;
+}
 
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {

@@ -32,7 +32,9 @@ GenerationOptions default_generation_options(const ModelConfig& config, const Ge
   return options;
 }
 
-std::string_view finish_reason_name(FinishReason reason) { return reason == FinishReason::Stop ? "stop" : "length"; }
+std::string_view finish_reason_name(FinishReason reason) {
+  return reason == FinishReason::Stop ? "stop" : "length";
+}
 
 GenerationResult generate(Session& session, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                           const GenerationOptions& options, const TokenCallback& on_token) {

@@ -18,8 +18,8 @@ namespace ernie {
 
 struct GenerationOptions {
   int max_new_tokens = 256;
-  bool ignore_eos = false;              // keep going past end-of-sequence ids (fixed-length runs)
-  std::vector<int32_t> eos_ids;         // ids that end generation
+  bool ignore_eos = false;                // keep going past end-of-sequence ids (fixed-length runs)
+  std::vector<int32_t> eos_ids;           // ids that end generation
   std::vector<std::string> stop_strings;  // text that ends generation; never printed
   SamplingParams sampling;
 };

@@ -16,7 +16,9 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Written so that NaN, which fails every comparison, is out of range.
-bool in_range(float value, float lo, float hi) { return value >= lo && value <= hi; }
+bool in_range(float value, float lo, float hi) {
+  return value >= lo && value <= hi;
+}
 
 // Bins of scaled logit (x <= 0): bin b holds -x in [b, b+1) / kBinsPerNat; the last bin also takes everything
 // further down, whose weight (below e^-64 of the top token's) cannot matter.

@@ -7,7 +7,9 @@ namespace ernie {
 
 namespace {
 
-bool is_continuation(unsigned char byte) { return (byte & 0xC0u) == 0x80u; }
+bool is_continuation(unsigned char byte) {
+  return (byte & 0xC0u) == 0x80u;
+}
 
 // Bytes a character starting with `lead` occupies; 1 for bytes that cannot start a multibyte character
 // (ASCII, stray continuation bytes, 0xF8..0xFF), so malformed input is never held back for long.

@@ -89,14 +89,14 @@ ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
 
   const json* model_type = f.find("model_type");
   if (!model_type || !model_type->is_string() || model_type->get<std::string>() != kSupportedModelType) {
-    fail(path.string(), ": unsupported model_type ", model_type ? model_type->dump() : "(missing)",
-         "; supported: \"", kSupportedModelType, "\" (Ernie4_5ForCausalLM, the ERNIE-4.5 dense models)");
+    fail(path.string(), ": unsupported model_type ", model_type ? model_type->dump() : "(missing)", "; supported: \"",
+         kSupportedModelType, "\" (Ernie4_5ForCausalLM, the ERNIE-4.5 dense models)");
   }
   if (const json* arch = f.find("architectures")) {
     const bool ok = arch->is_array() && std::any_of(arch->begin(), arch->end(), [](const json& a) {
-      return a.is_string() && std::find(kSupportedArchitectures.begin(), kSupportedArchitectures.end(),
-                                        a.get<std::string>()) != kSupportedArchitectures.end();
-    });
+                      return a.is_string() && std::find(kSupportedArchitectures.begin(), kSupportedArchitectures.end(),
+                                                        a.get<std::string>()) != kSupportedArchitectures.end();
+                    });
     if (!ok) fail(path.string(), ": unsupported architectures ", arch->dump(), "; supported: Ernie4_5ForCausalLM");
   }
 
@@ -115,9 +115,8 @@ ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
   c.eos_token_ids = f.id_list("eos_token_id", c.eos_token_ids);
   c.pad_token_id = f.get_or<int>("pad_token_id", c.pad_token_id);
 
-  const std::string hidden_act = f.find("hidden_act") && f.find("hidden_act")->is_string()
-                                     ? f.find("hidden_act")->get<std::string>()
-                                     : "silu";
+  const std::string hidden_act =
+      f.find("hidden_act") && f.find("hidden_act")->is_string() ? f.find("hidden_act")->get<std::string>() : "silu";
   if (hidden_act != "silu") fail(path.string(), ": unsupported hidden_act \"", hidden_act, "\" (supported: silu)");
 
   if (const json* rope = f.find("rope_parameters"); rope && rope->is_object()) {
@@ -132,9 +131,12 @@ ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
     if (const json* v = f.find(key); v && v->is_string()) c.torch_dtype = v->get<std::string>();
   }
 
-  for (auto [key, value] : {std::pair{"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
-                            {"num_hidden_layers", c.num_hidden_layers}, {"num_attention_heads", c.num_attention_heads},
-                            {"num_key_value_heads", c.num_key_value_heads}, {"vocab_size", c.vocab_size},
+  for (auto [key, value] : {std::pair{"hidden_size", c.hidden_size},
+                            {"intermediate_size", c.intermediate_size},
+                            {"num_hidden_layers", c.num_hidden_layers},
+                            {"num_attention_heads", c.num_attention_heads},
+                            {"num_key_value_heads", c.num_key_value_heads},
+                            {"vocab_size", c.vocab_size},
                             {"max_position_embeddings", c.max_position_embeddings}}) {
     if (value <= 0) fail(path.string(), ": field \"", key, "\" must be positive, got ", value);
   }
@@ -148,8 +150,8 @@ ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
   }
   if (c.head_dim <= 0 || c.head_dim % 2 != 0) fail(path.string(), ": head_dim must be positive and even (RoPE pairs)");
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    fail(path.string(), ": num_attention_heads (", c.num_attention_heads, ") is not a multiple of num_key_value_heads (",
-         c.num_key_value_heads, ")");
+    fail(path.string(), ": num_attention_heads (", c.num_attention_heads,
+         ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
   }
   if (!(c.rms_norm_eps > 0) || !(c.rope_theta > 0)) fail(path.string(), ": rms_norm_eps and rope_theta must be > 0");
   return c;

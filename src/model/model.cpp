@@ -12,7 +12,9 @@ namespace ernie {
 // ---- Model -------------------------------------------------------------------------------------------------------
 
 Model::Model(std::filesystem::path dir, ModelConfig config, SafetensorsArchive archive)
-    : dir_(std::move(dir)), config_(std::move(config)), archive_(std::move(archive)),
+    : dir_(std::move(dir)),
+      config_(std::move(config)),
+      archive_(std::move(archive)),
       weights_(bind_weights(config_, archive_)) {}
 
 std::unique_ptr<Model> Model::load(const std::filesystem::path& dir) {
@@ -69,11 +71,14 @@ Session::Session(const Model& model, const SessionOptions& options)
   logits_.resize(config_.vocab_size);
 }
 
-size_t Session::kv_cache_bytes() const { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
+size_t Session::kv_cache_bytes() const {
+  return (k_cache_.size() + v_cache_.size()) * sizeof(float);
+}
 
 size_t Session::scratch_bytes() const {
   return (x_.size() + normed_.size() + proj_out_.size() + q_.size() + attn_out_.size() + gate_.size() + up_.size() +
-          scores_.size() + logits_.size()) * sizeof(float);
+          scores_.size() + logits_.size()) *
+         sizeof(float);
 }
 
 void Session::truncate(int n) {
@@ -84,7 +89,8 @@ void Session::truncate(int n) {
 void Session::check_input(std::span<const int32_t> tokens) const {
   if (tokens.empty()) fail("no input tokens");
   for (int32_t id : tokens) {
-    if (id < 0 || id >= config_.vocab_size) fail("token id ", id, " is outside the vocabulary [0, ", config_.vocab_size, ")");
+    if (id < 0 || id >= config_.vocab_size)
+      fail("token id ", id, " is outside the vocabulary [0, ", config_.vocab_size, ")");
   }
   if (position_ + static_cast<int64_t>(tokens.size()) > context_length_) {
     fail("context overflow: ", position_, " cached + ", tokens.size(), " new tokens exceed the context length of ",
@@ -156,8 +162,7 @@ void Session::attention_block(const LayerWeights& layer, int layer_index, int n)
     rope_.apply(k_new + static_cast<size_t>(t) * kv_dim, config_.num_key_value_heads, position_ + t);
   }
   attention(attn_out_.data(), q_.data(), n, position_, k_cache(layer_index), v_cache(layer_index),
-            AttentionShape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim},
-            scores_.data());
+            AttentionShape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim}, scores_.data());
   matmul(proj_out_.data(), attn_out_.data(), n, layer.o_proj, bias(layer.o_bias));
   add_inplace(x_.data(), proj_out_.data(), n * hidden);
 }

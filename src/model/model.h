@@ -77,8 +77,12 @@ class Session {
   void attention_block(const LayerWeights& layer, int layer_index, int n);
   void mlp_block(const LayerWeights& layer, int n);
   void observe(int index, const float* rows, int n) const;
-  float* k_cache(int layer) { return k_cache_.data() + static_cast<size_t>(layer) * context_length_ * config_.kv_dim(); }
-  float* v_cache(int layer) { return v_cache_.data() + static_cast<size_t>(layer) * context_length_ * config_.kv_dim(); }
+  float* k_cache(int layer) {
+    return k_cache_.data() + static_cast<size_t>(layer) * context_length_ * config_.kv_dim();
+  }
+  float* v_cache(int layer) {
+    return v_cache_.data() + static_cast<size_t>(layer) * context_length_ * config_.kv_dim();
+  }
 
   const Model& model_;
   const ModelConfig& config_;
@@ -91,15 +95,15 @@ class Session {
   // KV cache: [layers, context_length, kv_heads * head_dim] each.
   std::vector<float> k_cache_, v_cache_;
   // Activations for up to max_batch_tokens rows.
-  std::vector<float> x_;        // residual stream [B, hidden]
-  std::vector<float> normed_;   // [B, hidden]
-  std::vector<float> q_;        // [B, heads * head_dim]
-  std::vector<float> attn_out_; // [B, heads * head_dim]
-  std::vector<float> proj_out_; // [B, hidden]
-  std::vector<float> gate_;     // [B, intermediate]
-  std::vector<float> up_;       // [B, intermediate]
-  std::vector<float> scores_;   // [context_length]
-  std::vector<float> logits_;   // [vocab]
+  std::vector<float> x_;         // residual stream [B, hidden]
+  std::vector<float> normed_;    // [B, hidden]
+  std::vector<float> q_;         // [B, heads * head_dim]
+  std::vector<float> attn_out_;  // [B, heads * head_dim]
+  std::vector<float> proj_out_;  // [B, hidden]
+  std::vector<float> gate_;      // [B, intermediate]
+  std::vector<float> up_;        // [B, intermediate]
+  std::vector<float> scores_;    // [context_length]
+  std::vector<float> logits_;    // [vocab]
 };
 
 }  // namespace ernie

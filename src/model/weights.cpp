@@ -7,7 +7,9 @@
 namespace ernie {
 namespace {
 
-std::string layer_prefix(int l) { return "model.layers." + std::to_string(l) + "."; }
+std::string layer_prefix(int l) {
+  return "model.layers." + std::to_string(l) + ".";
+}
 
 // A Linear layer of a decoder block: its name in the checkpoint, shape, and where LayerWeights keeps it.
 struct Projection {
@@ -56,8 +58,8 @@ class Binder {
   std::string describe_files() const {
     const auto files = archive_.files();
     if (files.size() == 1) return files[0].string();
-    return files.empty() ? "checkpoint" : files[0].parent_path().string() + " (" + std::to_string(files.size()) +
-                                              " shards)";
+    return files.empty() ? "checkpoint"
+                         : files[0].parent_path().string() + " (" + std::to_string(files.size()) + " shards)";
   }
 
  private:

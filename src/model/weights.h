@@ -16,21 +16,21 @@ namespace ernie {
 using Vector = std::vector<float>;
 
 struct LayerWeights {
-  Vector input_norm;                 // [hidden]
-  WeightMatrix q_proj, k_proj, v_proj;  // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
-  WeightMatrix o_proj;               // [hidden, heads*head_dim]
+  Vector input_norm;                      // [hidden]
+  WeightMatrix q_proj, k_proj, v_proj;    // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
+  WeightMatrix o_proj;                    // [hidden, heads*head_dim]
   Vector q_bias, k_bias, v_bias, o_bias;  // [out] each, empty unless use_bias
-  Vector post_attention_norm;        // [hidden]
-  WeightMatrix gate_proj, up_proj;   // [intermediate, hidden]
-  WeightMatrix down_proj;            // [hidden, intermediate]
+  Vector post_attention_norm;             // [hidden]
+  WeightMatrix gate_proj, up_proj;        // [intermediate, hidden]
+  WeightMatrix down_proj;                 // [hidden, intermediate]
   Vector gate_bias, up_bias, down_bias;
 };
 
 struct ModelWeights {
   WeightMatrix embed_tokens;  // [vocab, hidden]
   std::vector<LayerWeights> layers;
-  Vector final_norm;          // [hidden]
-  WeightMatrix lm_head;       // [vocab, hidden]; the embedding itself when tie_word_embeddings
+  Vector final_norm;     // [hidden]
+  WeightMatrix lm_head;  // [vocab, hidden]; the embedding itself when tie_word_embeddings
 };
 
 // One entry of the checkpoint's expected contents: the Hugging Face tensor name and its shape.

@@ -18,7 +18,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD
-constexpr std::string_view kMetaSpace = "\xE2\x96\x81";              // U+2581, SentencePiece's space
+constexpr std::string_view kMetaSpace = "\xE2\x96\x81";             // U+2581, SentencePiece's space
 
 // The attributes transformers calls SPECIAL_TOKENS_ATTRIBUTES (minus the lists), in the order it knows them.
 constexpr std::string_view kNamedSpecialTokens[] = {"bos_token", "eos_token", "unk_token", "pad_token",
@@ -143,12 +143,14 @@ void replace_all(std::string& text, std::string_view from, std::string_view to) 
 // transformers' clean_up_tokenization, applied in the same order.
 void clean_up_tokenization(std::string& text) {
   static constexpr std::pair<std::string_view, std::string_view> kRules[] = {
-      {" .", "."},   {" ?", "?"},     {" !", "!"},     {" ,", ","},     {" ' ", "'"},
+      {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
       {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
   for (const auto& [from, to] : kRules) replace_all(text, from, to);
 }
 
-bool is_ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+bool is_ascii_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
 
 // Everything the JSON files say about tokens, before it is resolved against the sentencepiece vocabulary.
 struct AddedSpec {
@@ -220,10 +222,9 @@ void read_tokenizer_config(const fs::path& file, TokenConfig& config) {
       if (content == value.end() || !content->is_string()) {
         fail(file.string(), ": ", context, "has no string \"content\"");
       }
-      config.added_by_id[id] = AddedSpec{content->get<std::string>(),
-                                         optional_bool(value, "special", false, file, context),
-                                         optional_bool(value, "lstrip", false, file, context),
-                                         optional_bool(value, "rstrip", false, file, context)};
+      config.added_by_id[id] = AddedSpec{
+          content->get<std::string>(), optional_bool(value, "special", false, file, context),
+          optional_bool(value, "lstrip", false, file, context), optional_bool(value, "rstrip", false, file, context)};
     }
   }
   if (object.contains("add_bos_token")) config.add_bos_token = optional_bool(object, "add_bos_token", false, file);
@@ -380,7 +381,9 @@ void Tokenizer::encode_segment(std::string_view segment, std::vector<int32_t>& i
   ids.insert(ids.end(), pieces.begin(), pieces.end());
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const { return encode(text, add_bos_token_); }
+std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+  return encode(text, add_bos_token_);
+}
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos) const {
   std::vector<int32_t> ids;
@@ -478,6 +481,8 @@ std::string StreamDecoder::flush() {
   return out;
 }
 
-void StreamDecoder::reset() { pending_bytes_.clear(); }
+void StreamDecoder::reset() {
+  pending_bytes_.clear();
+}
 
 }  // namespace ernie

@@ -48,7 +48,9 @@ Outcome ernie_cli(const std::string& args, const std::string& input = "") {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, err.str()};
 }
 
-std::string model_dir(const char* name = "tiny-ernie/model") { return quote(fixture(name).string()); }
+std::string model_dir(const char* name = "tiny-ernie/model") {
+  return quote(fixture(name).string());
+}
 
 std::string join_ids(const nlohmann::json& ids) {
   std::string s;
@@ -89,14 +91,15 @@ TEST(Cli, RunStreamsTheGreedyTextForAPrompt) {
   const auto r = ernie_cli("run --model " + model_dir() + " --add-bos --prompt " + quote(prompt["text"]) +
                            " --max-tokens 32 --temperature 0 --ignore-eos");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto expected = ernie_cli("detokenize --skip-special --model " + model_dir() + " --ids " +
-                                  join_ids(prompt["greedy"]["new_ids"]));
+  const auto expected =
+      ernie_cli("detokenize --skip-special --model " + model_dir() + " --ids " + join_ids(prompt["greedy"]["new_ids"]));
   ASSERT_EQ(expected.exit_code, 0) << expected.err;
   EXPECT_EQ(r.out, expected.out);  // both end with one newline
 }
 
 TEST(Cli, SamplingIsReproducibleWithASeed) {
-  const std::string args = "run --model " + model_dir() + " --ids 1,1560,1474 --max-tokens 24 --ignore-eos "
+  const std::string args = "run --model " + model_dir() +
+                           " --ids 1,1560,1474 --max-tokens 24 --ignore-eos "
                            "--temperature 1.0 --top-p 0.95 --print-ids --seed ";
   const auto a = ernie_cli(args + "7"), b = ernie_cli(args + "7"), c = ernie_cli(args + "8");
   ASSERT_EQ(a.exit_code, 0) << a.err;
@@ -106,7 +109,8 @@ TEST(Cli, SamplingIsReproducibleWithASeed) {
 }
 
 TEST(Cli, MaxTokensAndStopString) {
-  const auto r = ernie_cli("run --model " + model_dir() + " --ids 1,1560 --max-tokens 5 --temperature 0 --ignore-eos --print-ids");
+  const auto r =
+      ernie_cli("run --model " + model_dir() + " --ids 1,1560 --max-tokens 5 --temperature 0 --ignore-eos --print-ids");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out).size(), 5u);
   EXPECT_NE(r.err.find("finish: length"), std::string::npos);
@@ -127,13 +131,15 @@ TEST(Cli, MaxTokensAndStopString) {
 }
 
 TEST(Cli, ChatTemplatePrompt) {
-  const auto r = ernie_cli("run --model " + model_dir() + " --chat --prompt Hello! -n 8 --temperature 0 --ignore-eos --print-ids");
+  const auto r =
+      ernie_cli("run --model " + model_dir() + " --chat --prompt Hello! -n 8 --temperature 0 --ignore-eos --print-ids");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out).size(), 8u);
 }
 
 TEST(Cli, InteractiveChatKeepsHistoryAndExitsOnEof) {
-  const auto r = ernie_cli("chat --model " + model_dir() + " -n 6 --temperature 0 --ignore-eos", "Hello!\nAnd again?\n");
+  const auto r =
+      ernie_cli("chat --model " + model_dir() + " -n 6 --temperature 0 --ignore-eos", "Hello!\nAnd again?\n");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '>'), 3) << r.err;  // two turns, then the prompt that saw EOF
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '|') / 2, 2) << "one generation report per turn: " << r.err;
@@ -143,7 +149,8 @@ TEST(Cli, LogitsFileMatchesTransformers) {
   TempDir tmp;
   const auto prompt = golden_prompt("tiny-ernie", "mixed");
   const auto out = tmp.path() / "logits.bin";
-  const auto r = ernie_cli("logits --model " + model_dir() + " --ids " + join_ids(prompt["ids"]) + " --out " + quote(out));
+  const auto r =
+      ernie_cli("logits --model " + model_dir() + " --ids " + join_ids(prompt["ids"]) + " --out " + quote(out));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto ours = read_f32(out);
   const auto ref = read_f32(fixture("tiny-ernie/ref/mixed.last_logits.f32.bin"));
@@ -181,8 +188,8 @@ TEST(Cli, InfoDescribesTheCheckpoint) {
   const auto r = ernie_cli("info --model " + model_dir("tiny-ernie-bias/model"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // tiny-ernie-bias: vocab 3008, hidden 64, 3 layers, q 4x16, kv 2x16, intermediate 192, biases, untied head.
-  const long long per_layer = 2 * 64 + (64 * 64 + 64) + 2 * (32 * 64 + 32) + (64 * 64 + 64) +
-                              2 * (192 * 64 + 192) + (64 * 192 + 64);
+  const long long per_layer =
+      2 * 64 + (64 * 64 + 64) + 2 * (32 * 64 + 32) + (64 * 64 + 64) + 2 * (192 * 64 + 192) + (64 * 192 + 64);
   const long long expected = 3008LL * 64 + 3 * per_layer + 64 + 3008LL * 64;
   EXPECT_NE(r.out.find("parameters       " + std::to_string(expected)), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("separate LM head"), std::string::npos);
@@ -190,8 +197,8 @@ TEST(Cli, InfoDescribesTheCheckpoint) {
 }
 
 TEST(Cli, UsageErrorsExitNonZeroWithUsage) {
-  for (const std::string args : {"", "run", "run --model", "bogus", "run --model x --max-tokens abc", "logits --model x",
-                                 "run --model x --prompt hi --ids 1"}) {
+  for (const std::string args : {"", "run", "run --model", "bogus", "run --model x --max-tokens abc",
+                                 "logits --model x", "run --model x --prompt hi --ids 1"}) {
     SCOPED_TRACE(args);
     const auto r = ernie_cli(args);
     EXPECT_GT(r.exit_code, 0);
@@ -205,7 +212,8 @@ TEST(Cli, BadInputIsAClearErrorNotACrash) {
   std::filesystem::copy(fixture("tiny-ernie/model"), copy);
   std::filesystem::permissions(copy / "model.safetensors", std::filesystem::perms::owner_write,
                                std::filesystem::perm_options::add);
-  std::filesystem::resize_file(copy / "model.safetensors", std::filesystem::file_size(copy / "model.safetensors") - 100);
+  std::filesystem::resize_file(copy / "model.safetensors",
+                               std::filesystem::file_size(copy / "model.safetensors") - 100);
 
   const struct {
     std::string args, message;

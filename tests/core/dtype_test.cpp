@@ -1,6 +1,8 @@
 // Scalar conversions between float32 and the stored 16-bit formats, checked against references built in the test
 // from the IEEE definitions: a half is (-1)^s · 2^(e-15) · (1 + m/1024) (normal) or 2^-14 · m/1024 (subnormal);
 // a bfloat16 is the top half of a float32. Rounding is to nearest, ties to the even significand.
+#include "core/dtype.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,8 +12,6 @@
 #include <limits>
 #include <random>
 #include <vector>
-
-#include "core/dtype.h"
 
 namespace ernie {
 namespace {
@@ -34,10 +34,16 @@ double half_value(uint16_t bits) {
   return sign ? -magnitude : magnitude;
 }
 
-bool is_half_nan(uint16_t bits) { return (bits & 0x7c00) == 0x7c00 && (bits & 0x3ff) != 0; }
+bool is_half_nan(uint16_t bits) {
+  return (bits & 0x7c00) == 0x7c00 && (bits & 0x3ff) != 0;
+}
 
-float float_from_bits(uint32_t bits) { return std::bit_cast<float>(bits); }
-uint32_t bits_of(float f) { return std::bit_cast<uint32_t>(f); }
+float float_from_bits(uint32_t bits) {
+  return std::bit_cast<float>(bits);
+}
+uint32_t bits_of(float f) {
+  return std::bit_cast<uint32_t>(f);
+}
 
 // The correctly rounded half of a finite or infinite float: the nearest of the 31744 non-negative finite halves (or
 // infinity from the midpoint between 65504 and 65536 on), ties to the even bit pattern.
@@ -71,8 +77,9 @@ uint16_t reference_f32_to_bf16(float value) {
   const double x = std::fabs(static_cast<double>(value));
   const double d_down = x - std::fabs(static_cast<double>(float_from_bits(uint32_t{down} << 16)));
   // bf16 "up" past the largest finite value is infinity; treat it as the value 2^128 for rounding, as IEEE does.
-  const double up_value = (up & 0x7fffu) == 0x7f80u ? std::ldexp(1.0, 128)
-                                                    : std::fabs(static_cast<double>(float_from_bits(uint32_t{up} << 16)));
+  const double up_value = (up & 0x7fffu) == 0x7f80u
+                              ? std::ldexp(1.0, 128)
+                              : std::fabs(static_cast<double>(float_from_bits(uint32_t{up} << 16)));
   const double d_up = up_value - x;
   if (d_down < d_up) return down;
   if (d_up < d_down) return up;
@@ -131,9 +138,9 @@ TEST(Float16, EveryBitPatternDecodesExactlyAndRoundTrips) {
 
 TEST(Float16, RoundsHalfwayCasesToEven) {
   // Near 1.0 the half spacing is 2^-10.
-  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f), 0x3c00);               // halfway 1 | 1+2^-10: even is 1
-  EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);           // halfway 1+2^-10 | 1+2^-9: even is 1+2^-9
-  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f + 0x1p-23f), 0x3c01);    // just above halfway rounds up
+  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f), 0x3c00);                 // halfway 1 | 1+2^-10: even is 1
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);             // halfway 1+2^-10 | 1+2^-9: even is 1+2^-9
+  EXPECT_EQ(f32_to_f16(1.0f + 0x1p-11f + 0x1p-23f), 0x3c01);      // just above halfway rounds up
   EXPECT_EQ(f32_to_f16(1.0f + 3 * 0x1p-11f - 0x1p-23f), 0x3c01);  // just below halfway rounds down
   EXPECT_EQ(f32_to_f16(-(1.0f + 0x1p-11f)), 0xbc00);
   EXPECT_EQ(f32_to_f16(-(1.0f + 3 * 0x1p-11f)), 0xbc02);
@@ -159,16 +166,16 @@ TEST(Float16, OverflowGoesToInfinity) {
 TEST(Float16, Subnormals) {
   EXPECT_EQ(f32_to_f16(0.0f), 0x0000);
   EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
-  EXPECT_EQ(f32_to_f16(0x1p-24f), 0x0001);                 // smallest subnormal
+  EXPECT_EQ(f32_to_f16(0x1p-24f), 0x0001);  // smallest subnormal
   EXPECT_EQ(f32_to_f16(-0x1p-24f), 0x8001);
-  EXPECT_EQ(f32_to_f16(0x1p-25f), 0x0000);                 // tie between 0 and 2^-24: even is 0
-  EXPECT_EQ(f32_to_f16(0x1p-25f * 1.0000001f), 0x0001);    // just above the tie
-  EXPECT_EQ(f32_to_f16(3 * 0x1p-25f), 0x0002);             // tie between 1 and 2 ulps: even is 2
-  EXPECT_EQ(f32_to_f16(5 * 0x1p-25f), 0x0002);             // tie between 2 and 3 ulps: even is 2
-  EXPECT_EQ(f32_to_f16(1023 * 0x1p-24f), 0x03ff);          // largest subnormal
-  EXPECT_EQ(f32_to_f16(1023.5f * 0x1p-24f), 0x0400);       // tie with the smallest normal (even)
-  EXPECT_EQ(f32_to_f16(0x1p-14f), 0x0400);                 // smallest normal
-  EXPECT_EQ(f32_to_f16(1e-30f), 0x0000);                   // far below: underflows to zero
+  EXPECT_EQ(f32_to_f16(0x1p-25f), 0x0000);               // tie between 0 and 2^-24: even is 0
+  EXPECT_EQ(f32_to_f16(0x1p-25f * 1.0000001f), 0x0001);  // just above the tie
+  EXPECT_EQ(f32_to_f16(3 * 0x1p-25f), 0x0002);           // tie between 1 and 2 ulps: even is 2
+  EXPECT_EQ(f32_to_f16(5 * 0x1p-25f), 0x0002);           // tie between 2 and 3 ulps: even is 2
+  EXPECT_EQ(f32_to_f16(1023 * 0x1p-24f), 0x03ff);        // largest subnormal
+  EXPECT_EQ(f32_to_f16(1023.5f * 0x1p-24f), 0x0400);     // tie with the smallest normal (even)
+  EXPECT_EQ(f32_to_f16(0x1p-14f), 0x0400);               // smallest normal
+  EXPECT_EQ(f32_to_f16(1e-30f), 0x0000);                 // far below: underflows to zero
   EXPECT_EQ(f32_to_f16(-1e-30f), 0x8000);
   EXPECT_EQ(f32_to_f16(std::numeric_limits<float>::denorm_min()), 0x0000);
   EXPECT_EQ(f16_to_f32(0x0001), 0x1p-24f);
@@ -177,9 +184,12 @@ TEST(Float16, Subnormals) {
 }
 
 TEST(Float16, NaNStaysNaN) {
-  const float nans[] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+  const float nans[] = {std::numeric_limits<float>::quiet_NaN(),
+                        -std::numeric_limits<float>::quiet_NaN(),
                         float_from_bits(0x7f800001u),  // signalling, payload only in the low bits
-                        float_from_bits(0xff800001u), float_from_bits(0x7fc00000u), float_from_bits(0x7fffffffu)};
+                        float_from_bits(0xff800001u),
+                        float_from_bits(0x7fc00000u),
+                        float_from_bits(0x7fffffffu)};
   for (float nan : nans) {
     const uint16_t h = f32_to_f16(nan);
     EXPECT_TRUE(is_half_nan(h)) << std::hex << bits_of(nan) << " -> " << h;
@@ -227,8 +237,10 @@ TEST(BFloat16, EveryBitPatternIsTheTopHalfOfAFloat) {
   for (uint32_t b = 0; b <= 0xffff; ++b) {
     const float decoded = bf16_to_f32(static_cast<uint16_t>(b));
     ASSERT_EQ(bits_of(decoded), b << 16) << std::hex << b;
-    if (!std::isnan(decoded)) ASSERT_EQ(f32_to_bf16(decoded), b) << std::hex << b;
-    else ASSERT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(decoded)))) << std::hex << b;
+    if (!std::isnan(decoded))
+      ASSERT_EQ(f32_to_bf16(decoded), b) << std::hex << b;
+    else
+      ASSERT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(decoded)))) << std::hex << b;
   }
 }
 
@@ -242,8 +254,8 @@ TEST(BFloat16, RoundsToNearestEven) {
   EXPECT_EQ(f32_to_bf16(float_from_bits(0xbf818000u)), 0xbf82);  // negative tie
   EXPECT_EQ(f32_to_bf16(float_from_bits(0x3fff8000u)), 0x4000);  // tie carrying into the exponent
   EXPECT_EQ(f32_to_bf16(-0.0f), 0x8000);
-  EXPECT_EQ(f32_to_bf16(float_from_bits(0x00008000u)), 0x0000);  // subnormal tie to even zero
-  EXPECT_EQ(f32_to_bf16(float_from_bits(0x00018000u)), 0x0002);  // subnormal tie to even
+  EXPECT_EQ(f32_to_bf16(float_from_bits(0x00008000u)), 0x0000);       // subnormal tie to even zero
+  EXPECT_EQ(f32_to_bf16(float_from_bits(0x00018000u)), 0x0002);       // subnormal tie to even
   EXPECT_EQ(f32_to_bf16(std::numeric_limits<float>::max()), 0x7f80);  // rounds past the largest bf16
   EXPECT_EQ(f32_to_bf16(float_from_bits(0x7f7f7fffu)), 0x7f7f);       // stays finite below the midpoint
   EXPECT_EQ(f32_to_bf16(std::numeric_limits<float>::infinity()), 0x7f80);

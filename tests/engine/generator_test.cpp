@@ -1,9 +1,10 @@
 // The generation loop on a fixture model: greedy output equals transformers' (through generate(), not just the
 // session), and each way generation ends (eos, max tokens, full context, cancellation) behaves as documented.
+#include "engine/generator.h"
+
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "engine/generator.h"
 #include "test_support.h"
 
 namespace ernie {
@@ -71,9 +72,8 @@ TEST_F(Generate, StopsAtAnEndOfSequenceIdUnlessIgnored) {
 TEST_F(Generate, CallbackReturningFalseCancels) {
   Session session(*model_, {});
   int calls = 0;
-  const auto r = generate(session, *tokenizer_, prompt_, greedy_options(32), [&](int32_t, std::string_view) {
-    return ++calls < 3;
-  });
+  const auto r = generate(session, *tokenizer_, prompt_, greedy_options(32),
+                          [&](int32_t, std::string_view) { return ++calls < 3; });
   EXPECT_EQ(r.tokens.size(), 3u);
   EXPECT_EQ(r.finish_reason, FinishReason::Stop);
 }

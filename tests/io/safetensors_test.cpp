@@ -1,6 +1,8 @@
 // SafetensorsArchive on files written here byte by byte (8-byte little-endian header length, JSON header, data
 // block), on sharded checkpoints, and on every malformed layout the loader promises to refuse with an ernie::Error
 // naming the file and, where there is one, the tensor.
+#include "io/safetensors.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -12,16 +14,15 @@
 #include <vector>
 
 #include "core/error.h"
-#include "io/safetensors.h"
 #include "test_support.h"
 
 namespace ernie {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using ernie::testing::fixture;
 using ernie::testing::TempDir;
+using nlohmann::json;
 
 using ernie::testing::Bytes;
 using ernie::testing::error_of;
@@ -52,9 +53,6 @@ Bytes safetensors_file(const json& header, const Bytes& data) {
   return raw_file(text.size(), text, data);
 }
 
-
-
-
 // Builds a header and data block from tensors appended in order, contiguously.
 class FileBuilder {
  public:
@@ -78,8 +76,6 @@ Bytes bytes_of(const std::vector<T>& values) {
   std::memcpy(b.data(), values.data(), b.size());
   return b;
 }
-
-
 
 std::string open_error(const fs::path& path) {
   return error_of([&] { SafetensorsArchive::open(path); });
@@ -201,8 +197,10 @@ struct Shards {
 
 Shards write_two_shards(const fs::path& dir) {
   Shards s;
-  write_bytes(dir / "model-00001-of-00002.safetensors",
-              FileBuilder().add("layer.0.w", "F32", {2, 2}, bytes_of(s.w1)).add("layer.0.b", "BF16", {3}, bytes_of(s.b1)).build());
+  write_bytes(dir / "model-00001-of-00002.safetensors", FileBuilder()
+                                                            .add("layer.0.w", "F32", {2, 2}, bytes_of(s.w1))
+                                                            .add("layer.0.b", "BF16", {3}, bytes_of(s.b1))
+                                                            .build());
   write_bytes(dir / "model-00002-of-00002.safetensors",
               FileBuilder().add("layer.1.w", "F32", {2}, bytes_of(s.w2)).build());
   s.index = {{"metadata", {{"total_size", 30}}},
@@ -434,9 +432,11 @@ TEST_F(Malformed, BadEntryFields) {
   EXPECT_MENTIONS(entry_error("no_dtype", {{"shape", {4}}, {"data_offsets", {0, 16}}}), "no_dtype");
   EXPECT_MENTIONS(entry_error("no_shape", {{"dtype", "F32"}, {"data_offsets", {0, 16}}}), "no_shape");
   EXPECT_MENTIONS(entry_error("neg_dim", {{"dtype", "F32"}, {"shape", {-4}}, {"data_offsets", {0, 16}}}), "neg_dim");
-  EXPECT_MENTIONS(entry_error("float_dim", {{"dtype", "F32"}, {"shape", {4.0}}, {"data_offsets", {0, 16}}}), "float_dim");
+  EXPECT_MENTIONS(entry_error("float_dim", {{"dtype", "F32"}, {"shape", {4.0}}, {"data_offsets", {0, 16}}}),
+                  "float_dim");
   EXPECT_MENTIONS(entry_error("no_offsets", {{"dtype", "F32"}, {"shape", {4}}}), "no_offsets");
-  EXPECT_MENTIONS(entry_error("neg_offset", {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {-4, 12}}}), "neg_offset");
+  EXPECT_MENTIONS(entry_error("neg_offset", {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {-4, 12}}}),
+                  "neg_offset");
   EXPECT_MENTIONS(entry_error("three_offsets", {{"dtype", "F32"}, {"shape", {4}}, {"data_offsets", {0, 8, 16}}}),
                   "three_offsets");
   EXPECT_MENTIONS(entry_error("not_object", json::array({1, 2})), "not_object");

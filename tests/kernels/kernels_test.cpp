@@ -37,7 +37,9 @@ class Random {
 };
 
 // Independent decoders: bf16 is the top half of a float32; binary16 from its sign/exponent/mantissa fields.
-double decode_bf16(uint16_t bits) { return std::bit_cast<float>(uint32_t{bits} << 16); }
+double decode_bf16(uint16_t bits) {
+  return std::bit_cast<float>(uint32_t{bits} << 16);
+}
 double decode_f16(uint16_t bits) {
   const int e = (bits >> 10) & 0x1f, m = bits & 0x3ff;
   const double mag = e == 0 ? std::ldexp(m, -24) : std::ldexp(1.0 + m / 1024.0, e - 15);  // no inf/NaN used here
@@ -85,9 +87,13 @@ StoredMatrix make_matrix(DType dtype, int rows, int cols, Random& rnd, size_t mi
 }
 
 const float kSentinel = std::bit_cast<float>(0x7fa5a5a5u);  // a NaN pattern nobody computes
-bool is_sentinel(float f) { return std::bit_cast<uint32_t>(f) == 0x7fa5a5a5u; }
+bool is_sentinel(float f) {
+  return std::bit_cast<uint32_t>(f) == 0x7fa5a5a5u;
+}
 
-std::string dtype_label(DType t) { return std::string(dtype_name(t)); }
+std::string dtype_label(DType t) {
+  return std::string(dtype_name(t));
+}
 
 // ---- matmul ----------------------------------------------------------------------------------------------------
 
@@ -121,8 +127,8 @@ void check_matmul(const MatmulCase& c, Random& rnd) {
       }
       double ref = 0, magnitude = 0;
       for (int k = 0; k < c.cols; ++k) {
-        const double p = static_cast<double>(x[static_cast<size_t>(t) * c.cols + k]) *
-                         w.values[static_cast<size_t>(r) * c.cols + k];
+        const double p =
+            static_cast<double>(x[static_cast<size_t>(t) * c.cols + k]) * w.values[static_cast<size_t>(r) * c.cols + k];
         ref += p;
         magnitude += std::fabs(p);
       }
@@ -130,8 +136,8 @@ void check_matmul(const MatmulCase& c, Random& rnd) {
         ref += bias[r];
         magnitude += std::fabs(bias[r]);
       }
-      ASSERT_LE(std::fabs(got - ref), 1e-5 * magnitude) << "token " << t << " row " << r << " got " << got
-                                                        << " expected " << ref;
+      ASSERT_LE(std::fabs(got - ref), 1e-5 * magnitude)
+          << "token " << t << " row " << r << " got " << got << " expected " << ref;
     }
   }
   EXPECT_EQ(w.buffer, weight_bytes_before) << "matmul wrote to its weights";
@@ -204,7 +210,8 @@ TEST(ReadRow, WidensEveryDtypeExactly) {
           std::vector<float> out(cols + 1, kSentinel);
           read_row(out.data(), w.view, r);
           for (int c = 0; c < cols; ++c) {
-            ASSERT_EQ(static_cast<double>(out[c]), w.values[static_cast<size_t>(r) * cols + c]) << "row " << r << " col " << c;
+            ASSERT_EQ(static_cast<double>(out[c]), w.values[static_cast<size_t>(r) * cols + c])
+                << "row " << r << " col " << c;
           }
           EXPECT_TRUE(is_sentinel(out[cols])) << "read_row wrote past the row";
         }
@@ -305,7 +312,8 @@ void check_softmax(const std::vector<float>& x) {
   for (size_t i = 0; i < y.size(); ++i) {
     ASSERT_TRUE(std::isfinite(y[i])) << "element " << i;
     ASSERT_GE(y[i], 0.0f);
-    ASSERT_LE(std::fabs(y[i] - ref[i]), 1e-5 * ref[i] + 1e-12) << "element " << i << " got " << y[i] << " expected " << ref[i];
+    ASSERT_LE(std::fabs(y[i] - ref[i]), 1e-5 * ref[i] + 1e-12)
+        << "element " << i << " got " << y[i] << " expected " << ref[i];
     sum += y[i];
   }
   EXPECT_NEAR(sum, 1.0, 1e-5);
@@ -345,7 +353,9 @@ TEST(Softmax, NegativeInfinityGetsZeroWeight) {
 
 // ---- swiglu / add ------------------------------------------------------------------------------------------------
 
-double reference_silu(double z) { return z / (1.0 + std::exp(-z)); }
+double reference_silu(double z) {
+  return z / (1.0 + std::exp(-z));
+}
 
 TEST(SwiGLU, MatchesReferenceIncludingExtremeGates) {
   Random rnd(14);
@@ -554,7 +564,8 @@ std::vector<double> reference_attention(const std::vector<float>& q, int n_queri
           continue;
         }
         double dot = 0;
-        for (int d = 0; d < hd; ++d) dot += static_cast<double>(q[t * q_stride + h * hd + d]) * k[j * kv_stride + kvh * hd + d];
+        for (int d = 0; d < hd; ++d)
+          dot += static_cast<double>(q[t * q_stride + h * hd + d]) * k[j * kv_stride + kvh * hd + d];
         scores[t][j] = dot / std::sqrt(static_cast<double>(hd));
       }
     }
@@ -580,8 +591,8 @@ struct AttentionCase {
 TEST(Attention, CausalGroupedQueryMatchesReference) {
   Random rnd(20);
   const AttentionCase cases[] = {
-      {4, 2, 16, 1, 0},  {4, 2, 16, 5, 0},  {4, 2, 16, 5, 7},  {4, 2, 16, 1, 33}, {6, 3, 8, 5, 11},
-      {6, 3, 8, 1, 0},   {4, 4, 16, 5, 3},  {3, 3, 5, 17, 2},  {4, 1, 16, 3, 4},  {8, 2, 64, 5, 130},
+      {4, 2, 16, 1, 0}, {4, 2, 16, 5, 0}, {4, 2, 16, 5, 7}, {4, 2, 16, 1, 33}, {6, 3, 8, 5, 11},
+      {6, 3, 8, 1, 0},  {4, 4, 16, 5, 3}, {3, 3, 5, 17, 2}, {4, 1, 16, 3, 4},  {8, 2, 64, 5, 130},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE("heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " head_dim " +
@@ -640,7 +651,8 @@ TEST(Attention, QueriesDoNotSeeFutureKeys) {
       if (t + 1 < c.n_queries) {  // the poison is strong enough to show wherever it is legitimately visible
         const int last = c.n_queries - 1;
         double shift = 0;
-        for (int d = 0; d < q_stride; ++d) shift = std::max(shift, std::fabs(out[last * q_stride + d] - ref[last * q_stride + d]));
+        for (int d = 0; d < q_stride; ++d)
+          shift = std::max(shift, std::fabs(out[last * q_stride + d] - ref[last * q_stride + d]));
         EXPECT_GT(shift, 1e3);
       }
     }

@@ -32,7 +32,9 @@ double max_abs_diff(std::span<const float> a, std::span<const float> b) {
   return m;
 }
 
-int argmax(std::span<const float> v) { return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin()); }
+int argmax(std::span<const float> v) {
+  return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin());
+}
 
 std::vector<int> top_k(std::span<const float> v, int k) {
   std::vector<int> idx(v.size());
@@ -125,9 +127,10 @@ TEST_P(Golden, HiddenStatesLayerByLayer) {
     session.set_observer([&](int index, std::span<const float> rows) {
       ASSERT_EQ(rows.size(), per_index);
       seen.push_back(index);
-      EXPECT_LE(max_abs_diff(rows, std::span<const float>(ref.data() + index * per_index, per_index)),
-                kHiddenAbsError)
-          << (index == 0 ? "embeddings" : index == layers + 1 ? "final norm" : "decoder layer " + std::to_string(index - 1));
+      EXPECT_LE(max_abs_diff(rows, std::span<const float>(ref.data() + index * per_index, per_index)), kHiddenAbsError)
+          << (index == 0            ? "embeddings"
+              : index == layers + 1 ? "final norm"
+                                    : "decoder layer " + std::to_string(index - 1));
     });
     session.forward(ids);
     std::vector<int> expected(layers + 2);
@@ -144,7 +147,8 @@ TEST_P(Golden, GreedyDecodingThroughKvCache) {
     const auto expected = greedy["new_ids"].get<std::vector<int32_t>>();
     const auto margins = greedy["step_top1_top2_margin"].get<std::vector<double>>();
     std::vector<float> step_ref;
-    if (greedy.contains("step_logits_file")) step_ref = read_f32(ref_file(greedy["step_logits_file"].get<std::string>()));
+    if (greedy.contains("step_logits_file"))
+      step_ref = read_f32(ref_file(greedy["step_logits_file"].get<std::string>()));
     const int vocab = model_->config().vocab_size;
 
     Session session(*model_, {});
@@ -153,7 +157,8 @@ TEST_P(Golden, GreedyDecodingThroughKvCache) {
     for (size_t step = 0; step < expected.size(); ++step) {
       if (!step_ref.empty()) {
         EXPECT_LE(relative_error(logits, std::span<const float>(step_ref.data() + step * vocab, vocab)),
-                  kMaxRelativeError) << "step " << step;
+                  kMaxRelativeError)
+            << "step " << step;
       }
       int32_t next = argmax(logits);
       // Transformers' token is kept only where our choice differs within a margin our float error could flip.
@@ -173,7 +178,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, Golden,
                                            Case{"tiny-ernie-bias/model", "tiny-ernie-bias/ref"}),
                          [](const auto& info) {
                            std::string name = info.param.model_dir;
-                           std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
+                           std::replace_if(
+                               name.begin(), name.end(), [](char c) { return !std::isalnum(c); }, '_');
                            return name;
                          });
 

@@ -19,21 +19,16 @@ namespace ernie {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using ernie::testing::fixture;
 using ernie::testing::read_json;
 using ernie::testing::TempDir;
+using nlohmann::json;
 
 using ernie::testing::Bytes;
 using ernie::testing::error_of;
 using ernie::testing::read_bytes;
 using ernie::testing::write_bytes;
 using ernie::testing::write_text;
-
-
-
-
-
 
 // A safetensors file as an ordered list of (name, entry without offsets, bytes); rewritten contiguously.
 struct Checkpoint {
@@ -64,7 +59,8 @@ struct Checkpoint {
     json header = {{"__metadata__", {{"format", "pt"}}}};
     Bytes data;
     for (const auto& t : tensors) {
-      header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
+      header[t.name] = {
+          {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {data.size(), data.size() + t.bytes.size()}}};
       data.insert(data.end(), t.bytes.begin(), t.bytes.end());
     }
     std::string text = header.dump();
@@ -151,8 +147,10 @@ TEST(ModelLoad, BindsEveryFixtureTensor) {
     EXPECT_EQ(w.embed_tokens.rows, c.vocab_size);
     EXPECT_EQ(w.embed_tokens.cols, c.hidden_size);
     EXPECT_EQ(w.final_norm.size(), static_cast<size_t>(c.hidden_size));
-    if (c.tie_word_embeddings) EXPECT_EQ(w.lm_head.data, w.embed_tokens.data);
-    else EXPECT_NE(w.lm_head.data, w.embed_tokens.data);
+    if (c.tie_word_embeddings)
+      EXPECT_EQ(w.lm_head.data, w.embed_tokens.data);
+    else
+      EXPECT_NE(w.lm_head.data, w.embed_tokens.data);
     for (const auto& layer : w.layers) {
       EXPECT_EQ(layer.q_bias.empty(), !c.use_bias);
       EXPECT_EQ(layer.down_bias.size(), c.use_bias ? static_cast<size_t>(c.hidden_size) : 0u);
@@ -251,8 +249,10 @@ TEST(ConfigLoad, HiddenSizeAsAString) {
 
 TEST(ConfigLoad, OtherMistypedOrInvalidFields) {
   const std::pair<const char*, json> cases[] = {
-      {"num_hidden_layers", 2.5}, {"vocab_size", -3}, {"num_attention_heads", 0}, {"intermediate_size", nullptr},
-      {"tie_word_embeddings", "yes"}, {"rms_norm_eps", "1e-5"}, {"hidden_size", 1e12},
+      {"num_hidden_layers", 2.5},     {"vocab_size", -3},
+      {"num_attention_heads", 0},     {"intermediate_size", nullptr},
+      {"tie_word_embeddings", "yes"}, {"rms_norm_eps", "1e-5"},
+      {"hidden_size", 1e12},
   };
   for (const auto& [key, value] : cases) {
     SCOPED_TRACE(key);

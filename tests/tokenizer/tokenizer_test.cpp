@@ -17,22 +17,28 @@ namespace ernie {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using ernie::testing::fixture;
-using ernie::testing::write_text;
 using ernie::testing::read_json;
 using ernie::testing::TempDir;
+using ernie::testing::write_text;
+using nlohmann::json;
 
 const std::string kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
-std::vector<int32_t> ids_of(const json& value) { return value.get<std::vector<int32_t>>(); }
+std::vector<int32_t> ids_of(const json& value) {
+  return value.get<std::vector<int32_t>>();
+}
 
 // An independent UTF-8 check for the streaming chunks (well-formed, nothing cut off at the end).
 bool whole_utf8(const std::string& text) {
   size_t i = 0;
   while (i < text.size()) {
     const auto lead = static_cast<unsigned char>(text[i]);
-    const size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3 : (lead >> 3) == 0x1E ? 4 : 0;
+    const size_t length = lead < 0x80           ? 1
+                          : (lead >> 5) == 0x6  ? 2
+                          : (lead >> 4) == 0xE  ? 3
+                          : (lead >> 3) == 0x1E ? 4
+                                                : 0;
     if (length == 0 || i + length > text.size()) return false;
     for (size_t k = 1; k < length; ++k) {
       if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return false;
@@ -338,7 +344,6 @@ fs::path copy_model(const TempDir& dir) {
   return dir.path();
 }
 
-
 std::string load_error(const fs::path& dir) {
   try {
     Tokenizer::load(dir);
@@ -449,16 +454,15 @@ TEST(TokenizerLayouts, LongestAddedTokenWinsAndStripFlagsApply) {
   const fs::path model_dir = copy_model(dir);
   json config = read_json(model_dir / "tokenizer_config.json");
   config["added_tokens_decoder"]["3000"] = {{"content", "<mask:1"}, {"special", true}};
-  config["added_tokens_decoder"]["3001"] = {{"content", "[X]"}, {"special", false}, {"lstrip", true},
-                                            {"rstrip", true}};
+  config["added_tokens_decoder"]["3001"] = {{"content", "[X]"}, {"special", false}, {"lstrip", true}, {"rstrip", true}};
   write_text(model_dir / "tokenizer_config.json", config.dump());
   const Tokenizer tokenizer = Tokenizer::load(model_dir);
   const auto mask1 = tokenizer.token_id("<mask:1>");
   ASSERT_TRUE(mask1.has_value());
   EXPECT_EQ(tokenizer.encode("<mask:1>"), std::vector<int32_t>{*mask1});  // longest match, not "<mask:1"
   EXPECT_EQ(tokenizer.encode("<mask:1 "), (std::vector<int32_t>{3000, tokenizer.encode(" ")[0]}));
-  EXPECT_EQ(tokenizer.encode("a  [X]  b"), (std::vector<int32_t>{tokenizer.encode("a")[0], 3001,
-                                                                  tokenizer.encode("b")[0]}));
+  EXPECT_EQ(tokenizer.encode("a  [X]  b"),
+            (std::vector<int32_t>{tokenizer.encode("a")[0], 3001, tokenizer.encode("b")[0]}));
 }
 
 }  // namespace

@@ -1,0 +1,40 @@
+// What every stage of the Jinja2-subset interpreter behind ChatTemplate (tokenizer/chat_template.h) shares: the
+// JSON type values are built on, the limits that bound hostile templates and contexts, and how errors are raised.
+// Everything in ernie::jinja is internal to the tokenizer.
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <utility>
+
+namespace ernie::jinja {
+
+using Json = nlohmann::ordered_json;
+
+// Templates come from model repositories and contexts from users: deep nesting must end in an ernie::Error,
+// never in a stack overflow, and no single operation may allocate without bound.
+constexpr int kMaxExprDepth = 96;
+constexpr int kMaxBlockDepth = 96;
+constexpr int kMaxMacroDepth = 48;
+constexpr int kMaxDataDepth = 256;
+constexpr size_t kMaxBuiltSize = size_t{1} << 26;
+
+// Throws ernie::Error with `message`. Errors are one line (core/error.h) and may quote template or user text, so
+// control characters are escaped and the message is bounded.
+[[noreturn]] void fail_line(const std::string& message);
+
+// Throws "chat template: <parts...> at line <line>" through fail_line.
+template <class... Parts>
+[[noreturn]] void fail_at(int line, Parts&&... parts) {
+  std::ostringstream message;
+  (message << "chat template: " << ... << std::forward<Parts>(parts));
+  message << " at line " << line;
+  fail_line(message.str());
+}
+
+// Fails at `line` when a result of `n` elements or bytes would exceed kMaxBuiltSize.
+void check_size(size_t n, int line);
+
+}  // namespace ernie::jinja
