@@ -449,6 +449,46 @@ TEST(TokenizerLayouts, AddedTokensJsonAndJinjaFileAreUsed) {
   EXPECT_EQ(tokenizer.chat_template(), "{{ messages }}");
 }
 
+// The tokenizer_config.json that baidu/ERNIE-4.5-0.3B-PT first shipped for its remote-code Ernie4_5_Tokenizer: no
+// added_tokens_decoder, "additional_special_tokens": null, extra *_token keys, no add_bos_token. Its tokenizer.model
+// carries the markers as user-defined pieces, so the renderings must still encode exactly as transformers did.
+TEST(TokenizerLayouts, OfficialRemoteCodeTokenizerConfigLoads) {
+  TempDir dir;
+  const fs::path model_dir = copy_model(dir);
+  fs::remove(model_dir / "special_tokens_map.json");
+  const auto golden = read_json(fixture("tiny-ernie/ref/chat_template_golden.json"));
+  json config = {{"bos_token", "<s>"},
+                 {"eos_token", "</s>"},
+                 {"pad_token", "<unk>"},
+                 {"unk_token", "<unk>"},
+                 {"cls_token", "<|begin_of_sentence|>"},
+                 {"sep_token", "<|end_of_sentence|>"},
+                 {"mask_token", "<mask:1>"},
+                 {"sys_start_token", "<mask:4>"},
+                 {"sys_end_token", "<mask:5>"},
+                 {"header_start_token", "<mask:6>"},
+                 {"header_end_token", "<mask:7>"},
+                 {"additional_special_tokens", nullptr},
+                 {"tokenizer_class", "Ernie4_5_Tokenizer"},
+                 {"auto_map", {{"AutoTokenizer", {"tokenization_ernie4_5.Ernie4_5_Tokenizer", nullptr}}}},
+                 {"chat_template", golden["chat_template"]}};
+  write_text(model_dir / "tokenizer_config.json", config.dump());
+
+  const Tokenizer tokenizer = Tokenizer::load(model_dir);
+  EXPECT_FALSE(tokenizer.add_bos_token());
+  EXPECT_EQ(tokenizer.bos_id(), 1);
+  EXPECT_EQ(tokenizer.eos_id(), 2);
+  EXPECT_EQ(tokenizer.chat_template(), golden["chat_template"].get<std::string>());
+  for (const auto& conversation : golden["conversations"]) {
+    EXPECT_EQ(tokenizer.encode(conversation["text_add_generation_prompt_true"].get<std::string>()),
+              conversation["sp_ids_true"].get<std::vector<int32_t>>());
+  }
+  // Named special tokens written in the text are single ids (transformers splits on every special token).
+  EXPECT_EQ(tokenizer.encode("<s>"), std::vector<int32_t>{1});
+  EXPECT_EQ(tokenizer.encode("<|end_of_sentence|>"), std::vector<int32_t>{4});
+  EXPECT_TRUE(tokenizer.is_special(4));
+}
+
 TEST(TokenizerLayouts, LongestAddedTokenWinsAndStripFlagsApply) {
   TempDir dir;
   const fs::path model_dir = copy_model(dir);
