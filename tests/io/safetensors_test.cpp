@@ -279,6 +279,13 @@ TEST(Safetensors, ShardNameLeavingTheDirectoryIsRefused) {
   EXPECT_MENTIONS(message, "../evil.safetensors");
   EXPECT_MENTIONS(message, "layer.1.w");
   EXPECT_MENTIONS(message, "model.safetensors.index.json");
+
+  // The name is refused before the file is touched: an unreadable file there must not be what the error is about.
+  write_bytes(root.path() / "evil.safetensors", Bytes(3, 0));
+  const std::string refused = open_error(dir);
+  EXPECT_MENTIONS(refused, "model.safetensors.index.json");
+  EXPECT_MENTIONS(refused, "layer.1.w");
+  EXPECT_MENTIONS(refused, "../evil.safetensors");
 }
 
 TEST(Safetensors, IndexNotJsonIsAnError) {
@@ -399,6 +406,8 @@ TEST_F(Malformed, OffsetsReversed) {
   const std::string message = error_for(f.build());
   EXPECT_MENTIONS(message, "broken.safetensors");
   EXPECT_MENTIONS(message, "backwards");
+  // Not reported through a wrapped-around size (end - begin as uint64 = 18446744073709551608).
+  EXPECT_EQ(message.find("1844674407"), std::string::npos) << message;
 }
 
 TEST_F(Malformed, ByteSizeNotMatchingShape) {

@@ -474,6 +474,27 @@ TEST(GenerationDefaults, MissingFileLeavesEverythingUnset) {
   EXPECT_TRUE(g.eos_token_ids.empty());
 }
 
+TEST(GenerationDefaults, ReadsEveryField) {
+  TempDir dir;
+  const json j = {{"do_sample", false},        {"temperature", 0.6},   {"top_p", 0.95},         {"top_k", 40},
+                  {"repetition_penalty", 1.3}, {"max_new_tokens", 77}, {"eos_token_id", {2, 5}}};
+  write_text(dir.path() / "generation_config.json", j.dump());
+  const GenerationDefaults g = GenerationDefaults::load(dir.path());
+  EXPECT_EQ(g.do_sample, false);
+  EXPECT_EQ(g.temperature, 0.6f);
+  EXPECT_EQ(g.top_p, 0.95f);
+  EXPECT_EQ(g.top_k, 40);
+  EXPECT_EQ(g.repetition_penalty, 1.3f);
+  EXPECT_EQ(g.max_new_tokens, 77);
+  EXPECT_EQ(g.eos_token_ids, (std::vector<int32_t>{2, 5}));
+
+  write_text(dir.path() / "generation_config.json", R"({"top_p": null, "temperature": 1})");
+  const GenerationDefaults h = GenerationDefaults::load(dir.path());
+  EXPECT_FALSE(h.top_p.has_value());  // null means unset
+  EXPECT_EQ(h.temperature, 1.0f);     // an integer is a valid number
+  EXPECT_FALSE(h.do_sample.has_value());
+}
+
 TEST(GenerationDefaults, MalformedFileIsAnError) {
   TempDir dir;
   write_text(dir.path() / "generation_config.json", "{\"top_p\": ");

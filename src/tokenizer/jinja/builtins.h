@@ -21,6 +21,7 @@ inline const std::vector<std::string_view> kFilters = {
     "length",  "list",       "lower",       "map",    "max",     "min",        "reject", "rejectattr",
     "replace", "reverse",    "round",       "safe",   "select",  "selectattr", "sort",   "string",
     "sum",     "title",      "tojson",      "trim",   "unique",  "upper"};
+// jinja2 filters deliberately left out; naming one is a parse error "unsupported filter".
 inline const std::vector<std::string_view> kUnsupportedFilters = {
     "attr",  "batch",     "center",   "filesizeformat", "format", "groupby",   "pprint",   "random",
     "slice", "striptags", "truncate", "urlencode",      "urlize", "wordcount", "wordwrap", "xmlattr"};
@@ -29,6 +30,7 @@ inline const std::vector<std::string_view> kTests = {
     "filter",   "float",    "ge",      "greaterthan", "gt",        "in",      "integer", "iterable", "le",
     "lessthan", "lower",    "lt",      "mapping",     "ne",        "none",    "number",  "odd",      "sameas",
     "sequence", "string",   "test",    "true",        "undefined", "upper"};
+// Global functions; a template variable of the same name shadows one.
 inline const std::vector<std::string_view> kBuiltins = {"dict", "namespace", "raise_exception", "range",
                                                         "strftime_now"};
 

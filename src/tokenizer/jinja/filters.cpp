@@ -12,7 +12,6 @@
 
 namespace ernie::jinja {
 
-// jinja2's make_attrgetter: "a.b.0" walks items, digit parts as list indices.
 Value Renderer::attr_path(const Value& item, const Value& attribute, int line) {
   if (attribute.is_data() && is_int(attribute.j())) return get_item(item, attribute, line);
   const std::string& path = str_arg(attribute, "attribute", line);
@@ -228,7 +227,7 @@ Value Renderer::filter(const std::string& name, const Value& v, const Args& args
         style.indent =
             std::string(static_cast<size_t>(std::clamp<int64_t>(int_arg(*a[1], "tojson indent", line), 0, 64)), ' ');
       }
-      style.item_sep = ",";
+      style.item_sep = std::string(",");  // assigning the literal trips a GCC 12 -Wrestrict false alarm
     }
     if (a[2] && !is_none(*a[2])) {
       const Value& sep = *a[2];

@@ -362,6 +362,8 @@ class Lexer {
 
 }  // namespace
 
-std::vector<Chunk> lex(std::string_view source) { return Lexer(source).run(); }
+std::vector<Chunk> lex(std::string_view source) {
+  return Lexer(source).run();
+}
 
 }  // namespace ernie::jinja

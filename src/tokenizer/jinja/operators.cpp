@@ -4,13 +4,20 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "tokenizer/jinja/utf8.h"
 
 namespace ernie::jinja {
 
 std::string missing_attr(const Value& obj, const std::string& name) {
-  return "'" + type_name(obj) + " object' has no attribute '" + name + "'";
+  // Built by appending: "'" + std::string trips a GCC 12 -Wrestrict false alarm here.
+  std::string out = "'";
+  out += type_name(obj);
+  out += " object' has no attribute '";
+  out += name;
+  out += "'";
+  return out;
 }
 
 Value get_attr(const Value& obj, const std::string& name, int line) {
@@ -46,7 +53,11 @@ Value get_item(const Value& obj, const Value& key, int line) {
   }
   std::string shown;
   if (key.is_data()) py_repr(key.j(), shown, 0, line);
-  return Value::undefined("'" + type_name(obj) + " object' has no element " + shown);
+  std::string why = "'";  // appended, not "'" + ..., for the same GCC 12 -Wrestrict false alarm
+  why += type_name(obj);
+  why += " object' has no element ";
+  why += shown;
+  return Value::undefined(std::move(why));
 }
 
 std::vector<size_t> slice_indices(size_t size, std::optional<int64_t> start, std::optional<int64_t> stop,

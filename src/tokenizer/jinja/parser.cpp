@@ -26,6 +26,7 @@ void Parser::unexpected() const {
   if (at_end()) fail_at(tag_line_, "unexpected end of tag");
   fail_at(line(), "unexpected '", (*toks_)[ti_].text, "'");
 }
+
 void Parser::expect_op(std::string_view op) {
   if (!is_op(op)) {
     if (at_end()) fail_at(tag_line_, "expected '", op, "' before the end of the tag");
@@ -33,6 +34,7 @@ void Parser::expect_op(std::string_view op) {
   }
   ++ti_;
 }
+
 std::string Parser::expect_name() {
   const Token* t = peek();
   if (!t || t->kind != TokKind::Name) {
@@ -42,6 +44,7 @@ std::string Parser::expect_name() {
   ++ti_;
   return t->text;
 }
+
 void Parser::expect_end() {
   if (!at_end()) unexpected();
 }

@@ -30,7 +30,9 @@ ExprPtr Parser::parse_tuple(bool with_condexpr, bool explicit_parens) {
   return e;
 }
 
-ExprPtr Parser::parse_expression(bool with_condexpr) { return with_condexpr ? parse_condexpr() : parse_or(); }
+ExprPtr Parser::parse_expression(bool with_condexpr) {
+  return with_condexpr ? parse_condexpr() : parse_or();
+}
 
 ExprPtr Parser::parse_condexpr() {
   DepthGuard guard(expr_depth_, kMaxExprDepth, line(), "expressions");

@@ -394,7 +394,9 @@ std::string render_context(const Program& program, const In& context) {
 
 }  // namespace
 
-std::string render(const Program& program, const nlohmann::json& context) { return render_context(program, context); }
+std::string render(const Program& program, const nlohmann::json& context) {
+  return render_context(program, context);
+}
 
 std::string render(const Program& program, const nlohmann::ordered_json& context) {
   return render_context(program, context);

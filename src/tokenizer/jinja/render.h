@@ -25,20 +25,26 @@ class Renderer {
  private:
   int macro_depth_ = 0;
 
+  // render.cpp
   Flow exec_for(const Node& node, const std::shared_ptr<Scope>& scope, std::string& out);
   void assign(const Target& target, const Value& value, Scope& scope, int line);
   Args eval_args(const Expr& e, size_t first, const std::shared_ptr<Scope>& scope);
   Value eval_call(const Expr& e, const std::shared_ptr<Scope>& scope);
   Value call_value(const Value& f, const Args& args, int line);
   Value call_macro(const MacroRef& macro, const Args& args, int line, const Value* caller = nullptr);
-  Value call_builtin(const std::string& name, const Args& args, int line);
-  Value call_method(const Value& obj, const std::string& name, const Args& args, int line);
-  Value filter(const std::string& name, const Value& v, const Args& args, int line);
   Value apply_filters(const std::vector<ExprPtr>& chain, Value v, const std::shared_ptr<Scope>& scope) {
     for (const auto& f : chain) v = filter(f->name, v, eval_args(*f, 1, scope), f->line);
     return v;
   }
+
+  // builtins.cpp: global functions by name; methods of str, dict and list data (`obj` holds data).
+  Value call_builtin(const std::string& name, const Args& args, int line);
+  Value call_method(const Value& obj, const std::string& name, const Args& args, int line);
+
+  // filters.cpp
+  Value filter(const std::string& name, const Value& v, const Args& args, int line);
   bool test(const std::string& name, const Value& v, const Args& args, int line);
+  // jinja2's make_attrgetter: "a.b.0" walks items, digit parts as list indices.
   Value attr_path(const Value& item, const Value& attribute, int line);
   std::vector<Value> select(const std::string& fn, const Value& seq, const Args& args, bool by_attr, bool keep,
                             int line);

@@ -258,7 +258,7 @@ std::string py_float(double v) {
     }
   } else {
     out += digits[0];
-    if (digits.size() > 1) out += "." + digits.substr(1);
+    if (digits.size() > 1) out.append(".").append(digits, 1);  // not "." + ...: a GCC 12 -Wrestrict false alarm
     out += exp < 0 ? "e-" : "e+";
     const int a = std::abs(exp);
     if (a < 10) out += '0';

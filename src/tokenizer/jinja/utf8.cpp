@@ -119,8 +119,12 @@ bool is_alpha_cp(char32_t c) {
   return loc && iswalpha_l(static_cast<wint_t>(c), loc);
 }
 
-bool is_digit_cp(char32_t c) { return c >= '0' && c <= '9'; }
+bool is_digit_cp(char32_t c) {
+  return c >= '0' && c <= '9';
+}
 
-bool is_cased(char32_t c) { return upper_cp(c) != c || lower_cp(c) != c; }
+bool is_cased(char32_t c) {
+  return upper_cp(c) != c || lower_cp(c) != c;
+}
 
 }  // namespace ernie::jinja

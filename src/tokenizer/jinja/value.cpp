@@ -39,14 +39,20 @@ std::string type_name(const Value& v) {
   return type_name(v.j());
 }
 
-[[noreturn]] void fail_undefined(const Value& v, int line) { fail_at(line, v.text); }
+[[noreturn]] void fail_undefined(const Value& v, int line) {
+  fail_at(line, v.text);
+}
 
 void require_depth(int depth, int line) {
   if (depth > kMaxDataDepth) fail_at(line, "value nested more than ", kMaxDataDepth, " levels deep");
 }
 
-bool is_int(const Json& j) { return j.is_number_integer() || j.is_boolean(); }  // bool is an int in Python
-bool is_num(const Json& j) { return j.is_number() || j.is_boolean(); }
+bool is_int(const Json& j) {
+  return j.is_number_integer() || j.is_boolean();
+}  // bool is an int in Python
+bool is_num(const Json& j) {
+  return j.is_number() || j.is_boolean();
+}
 
 int64_t int_of(const Json& j, int line) {
   if (j.is_boolean()) return j.get<bool>() ? 1 : 0;
@@ -75,9 +81,15 @@ std::string int_text(const Json& j) {
   return std::to_string(j.get<int64_t>());
 }
 
-bool is_none(const Value& v) { return v.is_data() && v.j().is_null(); }
-bool is_str(const Value& v) { return v.is_data() && v.j().is_string(); }
-Value str_value(std::string_view s) { return Value::data(Json(std::string(s))); }
+bool is_none(const Value& v) {
+  return v.is_data() && v.j().is_null();
+}
+bool is_str(const Value& v) {
+  return v.is_data() && v.j().is_string();
+}
+Value str_value(std::string_view s) {
+  return Value::data(Json(std::string(s)));
+}
 
 Json to_element(const Value& v, int line) {
   if (v.undef()) return Json(Json::value_t::discarded);
