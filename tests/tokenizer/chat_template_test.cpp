@@ -381,6 +381,13 @@ TEST(ChatTemplateError, HugeResultsAreAnErrorNotAnAllocation) {
 }
 
 // Mutations of the real template either render or fail with ernie::Error; anything else fails the test.
+// Python: an empty sequence times any count is empty, at once (this used to loop count times).
+TEST(ChatTemplateExpr, EmptySequenceTimesAHugeCountIsEmpty) {
+  EXPECT_EQ(render("{{ ([] * 9223372036854775807) | length }}"), "0");
+  EXPECT_EQ(render("[{{ '' * 9223372036854775807 }}]"), "[]");
+  EXPECT_EQ(render("{{ 9223372036854775807 * '' }}|{{ [1] * 0 }}"), "|[]");
+}
+
 TEST(ChatTemplateError, MutatedTemplatesNeverCrash) {
   const std::string base = golden().at("chat_template").get<std::string>();
   const json context = {

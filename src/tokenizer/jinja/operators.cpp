@@ -197,8 +197,9 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b, int line
     const bool left_seq = x.is_string() || x.is_array();
     if ((left_seq && is_int(y) && !y.is_number_float()) || ((y.is_string() || y.is_array()) && is_int(x))) {
       const Json& seq = left_seq ? x : y;
-      const int64_t count = std::max<int64_t>(0, int_of(left_seq ? y : x, line));
       const size_t unit = seq.is_string() ? seq.get_ref<const std::string&>().size() : seq.size();
+      // An empty sequence repeated any number of times is empty: return before looping `count` times.
+      const int64_t count = unit == 0 ? 0 : std::max<int64_t>(0, int_of(left_seq ? y : x, line));
       if (unit != 0 && static_cast<uint64_t>(count) > kMaxBuiltSize / unit) check_size(kMaxBuiltSize + 1, line);
       if (seq.is_string()) {
         std::string out;
