@@ -92,7 +92,7 @@ ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
     fail(path.string(), ": unsupported model_type ", model_type ? model_type->dump() : "(missing)", "; supported: \"",
          kSupportedModelType, "\" (Ernie4_5ForCausalLM, the ERNIE-4.5 dense models)");
   }
-  if (const json* arch = f.find("architectures")) {
+  if (const json* arch = f.find("architectures"); arch && !arch->is_null()) {
     const bool ok = arch->is_array() && std::any_of(arch->begin(), arch->end(), [](const json& a) {
                       return a.is_string() && std::find(kSupportedArchitectures.begin(), kSupportedArchitectures.end(),
                                                         a.get<std::string>()) != kSupportedArchitectures.end();

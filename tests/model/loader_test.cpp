@@ -227,6 +227,9 @@ TEST(ConfigLoad, WrongArchitectures) {
   ckpt.config()["architectures"] = {"Ernie4_5_ForCausalLM"};  // the remote-code class name is accepted
   ckpt.save_config();
   EXPECT_NO_THROW(ModelConfig::load(ckpt.dir()));
+  ckpt.config()["architectures"] = nullptr;  // null means absent, as transformers reads it; model_type decides
+  ckpt.save_config();
+  EXPECT_NO_THROW(ModelConfig::load(ckpt.dir()));
 }
 
 TEST(ConfigLoad, MissingHiddenSize) {
