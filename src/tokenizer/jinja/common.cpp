@@ -5,24 +5,29 @@
 
 namespace ernie::jinja {
 
+bool append_control_escape(std::string& out, char c) {
+  const auto u = static_cast<unsigned char>(c);
+  if (c == '\n') {
+    out += "\\n";
+  } else if (c == '\r') {
+    out += "\\r";
+  } else if (c == '\t') {
+    out += "\\t";
+  } else if (u < 0x20 || u == 0x7F) {
+    static const char* hex = "0123456789abcdef";
+    out += "\\x";
+    out += hex[u >> 4];
+    out += hex[u & 15];
+  } else {
+    return false;
+  }
+  return true;
+}
+
 [[noreturn]] void fail_line(const std::string& message) {
   std::string out;
   for (const char c : message) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (u < 0x20 || u == 0x7F) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    } else {
-      out += c;
-    }
+    if (!append_control_escape(out, c)) out += c;
   }
   constexpr size_t kMaxMessage = 1000;
   if (out.size() > kMaxMessage) {

@@ -25,6 +25,10 @@ constexpr size_t kMaxBuiltSize = size_t{1} << 26;
 // control characters are escaped and the message is bounded.
 [[noreturn]] void fail_line(const std::string& message);
 
+// Appends c as Python's repr() writes a control character (\n, \r, \t, \xNN) and returns true; returns false,
+// appending nothing, for any other byte.
+bool append_control_escape(std::string& out, char c);
+
 // Throws "chat template: <parts...> at line <line>" through fail_line.
 template <class... Parts>
 [[noreturn]] void fail_at(int line, Parts&&... parts) {

@@ -191,22 +191,10 @@ void py_repr_string(std::string_view s, std::string& out) {
   const char quote = has_single && !has_double ? '"' : '\'';
   out += quote;
   for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
     if (c == quote || c == '\\') {
       out += '\\';
       out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (u < 0x20 || u == 0x7F) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\x";
-      out += hex[u >> 4];
-      out += hex[u & 15];
-    } else {
+    } else if (!append_control_escape(out, c)) {
       out += c;
     }
   }
