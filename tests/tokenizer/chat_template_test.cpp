@@ -381,6 +381,11 @@ TEST(ChatTemplateError, HugeResultsAreAnErrorNotAnAllocation) {
 }
 
 // Mutations of the real template either render or fail with ernie::Error; anything else fails the test.
+// Python's repr() of a list of strings: control characters become \\n, \\t, \\xNN; a double quote stays as is.
+TEST(ChatTemplateExpr, ReprEscapesControlCharactersLikePython) {
+  EXPECT_EQ(render("{{ [s] }}", json{{"s", "a\nb\t\x01\""}}), "['a\\nb\\t\\x01\"']");
+}
+
 // Python: an empty sequence times any count is empty, at once (this used to loop count times).
 TEST(ChatTemplateExpr, EmptySequenceTimesAHugeCountIsEmpty) {
   EXPECT_EQ(render("{{ ([] * 9223372036854775807) | length }}"), "0");
