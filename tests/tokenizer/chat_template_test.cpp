@@ -381,7 +381,7 @@ TEST(ChatTemplateError, HugeResultsAreAnErrorNotAnAllocation) {
 }
 
 // Mutations of the real template either render or fail with ernie::Error; anything else fails the test.
-// Python's repr() of a list of strings: control characters become \\n, \\t, \\xNN; a double quote stays as is.
+// Python's repr() of a list of strings: control characters become \n, \t, \xNN; a double quote stays as is.
 TEST(ChatTemplateExpr, ReprEscapesControlCharactersLikePython) {
   EXPECT_EQ(render("{{ [s] }}", json{{"s", "a\nb\t\x01\""}}), "['a\\nb\\t\\x01\"']");
 }
