@@ -184,4 +184,19 @@ void Session::observe(int index, const float* rows, int n) const {
   if (observer_) observer_(index, std::span<const float>(rows, static_cast<size_t>(n) * config_.hidden_size));
 }
 
+void decode_batch(std::span<Session* const> sessions, std::span<const int32_t> tokens, std::span<float> logits) {
+  if (sessions.size() != tokens.size()) fail("decode_batch: one token per session");
+  if (sessions.empty()) return;
+  const size_t vocab = sessions[0]->vocab_size();
+  if (logits.size() != sessions.size() * vocab) fail("decode_batch: logits must hold sessions x vocab_size floats");
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    if (static_cast<size_t>(sessions[i]->vocab_size()) != vocab) fail("decode_batch: sessions of different models");
+    sessions[i]->check_input(tokens.subspan(i, 1));
+  }
+  for (size_t i = 0; i < sessions.size(); ++i) {
+    const std::span<const float> out = sessions[i]->forward(tokens.subspan(i, 1));
+    std::copy(out.begin(), out.end(), logits.begin() + i * vocab);
+  }
+}
+
 }  // namespace ernie

@@ -71,8 +71,10 @@ class Session {
   size_t kv_cache_bytes() const;
   size_t scratch_bytes() const;
 
- private:
+  // Raises ernie::Error if forward(tokens) would be refused (id outside the vocabulary, context overflow).
   void check_input(std::span<const int32_t> tokens) const;
+
+ private:
   void run_chunk(const int32_t* tokens, int n, float* logits, bool all_logits);
   void attention_block(const LayerWeights& layer, int layer_index, int n);
   void mlp_block(const LayerWeights& layer, int n);
@@ -105,5 +107,11 @@ class Session {
   std::vector<float> scores_;    // [context_length]
   std::vector<float> logits_;    // [vocab]
 };
+
+// Decodes one token for each of several independent sessions (each at its own position), writing each one's logits
+// into logits[i * vocab_size ...]. Same results as calling forward() on each session in turn; it exists so that a
+// batching scheduler can read the weights once per step for every running sequence. Checks every input before
+// running any, so an error leaves all sessions unchanged.
+void decode_batch(std::span<Session* const> sessions, std::span<const int32_t> tokens, std::span<float> logits);
 
 }  // namespace ernie

@@ -1,0 +1,58 @@
+// decode_batch: several sessions at different positions decoded in one call give each session exactly the logits
+// its own forward() would, and a bad input in any of them leaves all of them untouched.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "test_support.h"
+
+namespace ernie {
+namespace {
+
+using ernie::testing::fixture;
+
+TEST(DecodeBatch, MatchesOneSessionAtATime) {
+  const auto model = Model::load(fixture("tiny-ernie-bias/model"));
+  const std::vector<std::vector<int32_t>> prompts = {{5, 17, 300}, {42}, {7, 7, 7, 7, 7, 900, 12}};
+  const std::vector<int32_t> next = {11, 2000, 3};
+  const int vocab = model->config().vocab_size;
+
+  std::vector<std::unique_ptr<Session>> alone, batched;
+  std::vector<Session*> batch;
+  std::vector<std::vector<float>> expected;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    alone.push_back(std::make_unique<Session>(*model, SessionOptions{.context_length = 64}));
+    alone.back()->forward(prompts[i]);
+    const auto logits = alone.back()->forward(std::span(&next[i], 1));
+    expected.emplace_back(logits.begin(), logits.end());
+
+    batched.push_back(std::make_unique<Session>(*model, SessionOptions{.context_length = 64}));
+    batched.back()->forward(prompts[i]);
+    batch.push_back(batched.back().get());
+  }
+  std::vector<float> logits(prompts.size() * vocab);
+  decode_batch(batch, next, logits);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(batch[i]->position(), static_cast<int>(prompts[i].size()) + 1);
+    for (int v = 0; v < vocab; ++v) ASSERT_NEAR(logits[i * vocab + v], expected[i][v], 1e-5) << "session " << i;
+  }
+}
+
+TEST(DecodeBatch, BadInputLeavesEverySessionUnchanged) {
+  const auto model = Model::load(fixture("tiny-ernie/model"));
+  Session a(*model, SessionOptions{.context_length = 8});
+  Session b(*model, SessionOptions{.context_length = 8});
+  a.forward(std::vector<int32_t>{1, 2, 3});
+  b.forward(std::vector<int32_t>{1, 2, 3, 4, 5, 6, 7, 8});  // full
+  std::vector<Session*> batch = {&a, &b};
+  std::vector<float> logits(2 * model->config().vocab_size);
+  EXPECT_THROW(decode_batch(batch, std::vector<int32_t>{4, 5}, logits), Error);
+  EXPECT_EQ(a.position(), 3);
+  EXPECT_EQ(b.position(), 8);
+  EXPECT_THROW(decode_batch(batch, std::vector<int32_t>{4}, logits), Error);
+}
+
+}  // namespace
+}  // namespace ernie
