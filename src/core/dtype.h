@@ -1,5 +1,7 @@
 // Element types of stored tensors and the scalar conversions between them.
-// BF16 is the top half of an IEEE float32; F16 is IEEE binary16.
+// BF16 is the top half of an IEEE float32; F16 is IEEE binary16. Q8_0 and Q4_0 are ggml's block formats (32
+// weights per block sharing one F16 scale), bit for bit, so that GGUF files are shared with llama.cpp; their layout
+// and arithmetic live in kernels/quant.h.
 #pragma once
 
 #include <cstdint>
@@ -9,10 +11,25 @@
 
 namespace ernie {
 
-enum class DType : uint8_t { F32, BF16, F16 };
+enum class DType : uint8_t { F32, BF16, F16, Q8_0, Q4_0 };
 
-constexpr size_t dtype_size(DType t) {
-  return t == DType::F32 ? 4 : 2;
+// Elements stored together (1 for the float types, 32 for the block formats) and the bytes they take.
+constexpr int dtype_block_elements(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0 ? 32 : 1;
+}
+constexpr size_t dtype_block_bytes(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::BF16:
+    case DType::F16: return 2;
+    case DType::Q8_0: return 34;
+    case DType::Q4_0: return 18;
+  }
+  return 0;
+}
+// Bytes of n consecutive elements; n must be a multiple of dtype_block_elements(t).
+constexpr size_t dtype_row_bytes(DType t, int64_t n) {
+  return static_cast<size_t>(n / dtype_block_elements(t)) * dtype_block_bytes(t);
 }
 
 constexpr std::string_view dtype_name(DType t) {
@@ -20,6 +37,8 @@ constexpr std::string_view dtype_name(DType t) {
     case DType::F32: return "F32";
     case DType::BF16: return "BF16";
     case DType::F16: return "F16";
+    case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
   }
   return "?";
 }

@@ -136,7 +136,7 @@ void SafetensorsArchive::add_file(const std::filesystem::path& file) {
       fail(where, ": data offsets [", begin, ", ", end, ") lie outside the data block of ", data_size,
            " bytes (file truncated?)");
     }
-    uint64_t expected = dtype_size(*dtype);
+    uint64_t expected = dtype_block_bytes(*dtype);
     for (int64_t d : shape) {
       if (d != 0 && expected > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
         fail(where, ": shape is too large");

@@ -1,39 +1,47 @@
 #include "kernels/attention.h"
 
+#include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <limits>
 
-#include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace ernie {
 
-void attention(float* out, const float* q, int n_queries, int first_pos, const float* k_cache, const float* v_cache,
-               const AttentionShape& shape, float* scores) {
+void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
+               const AttentionShape& shape, int head_begin, int head_end) {
   const int hd = shape.head_dim;
   const int q_stride = shape.n_heads * hd;
-  const int kv_stride = shape.n_kv_heads * hd;
   const int group = shape.n_heads / shape.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  float key[kMaxHeadDim], value[kMaxHeadDim];
 
   for (int t = 0; t < n_queries; ++t) {
     const int n_keys = first_pos + t + 1;
-    for (int h = 0; h < shape.n_heads; ++h) {
-      const float* qh = q + static_cast<long>(t) * q_stride + h * hd;
-      const int kv_offset = (h / group) * hd;
+    for (int h = head_begin; h < head_end; ++h) {
+      const float* qh = q + static_cast<size_t>(t) * q_stride + h * hd;
+      const size_t kv_offset = dtype_row_bytes(cache.dtype, (h / group) * hd);
+      float* oh = out + static_cast<size_t>(t) * q_stride + h * hd;
+      std::fill(oh, oh + hd, 0.0f);
+      // Running maximum m and denominator l: oh holds sum_j exp(s_j - m) v_j, rescaled whenever m grows.
+      float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
       for (int j = 0; j < n_keys; ++j) {
-        const float* kj = k_cache + static_cast<long>(j) * kv_stride + kv_offset;
-        float dot = 0.0f;
-        for (int d = 0; d < hd; ++d) dot += qh[d] * kj[d];
-        scores[j] = dot * scale;
+        dequantize_row(cache.dtype, cache.k_row(j) + kv_offset, key, hd);
+        float s = 0.0f;
+        for (int d = 0; d < hd; ++d) s += qh[d] * key[d];
+        s *= scale;
+        if (s > m) {
+          const float shrink = std::exp(m - s);
+          l *= shrink;
+          for (int d = 0; d < hd; ++d) oh[d] *= shrink;
+          m = s;
+        }
+        const float p = std::exp(s - m);
+        l += p;
+        dequantize_row(cache.dtype, cache.v_row(j) + kv_offset, value, hd);
+        for (int d = 0; d < hd; ++d) oh[d] += p * value[d];
       }
-      softmax(scores, n_keys);
-      float* oh = out + static_cast<long>(t) * q_stride + h * hd;
-      std::memset(oh, 0, sizeof(float) * hd);
-      for (int j = 0; j < n_keys; ++j) {
-        const float* vj = v_cache + static_cast<long>(j) * kv_stride + kv_offset;
-        const float p = scores[j];
-        for (int d = 0; d < hd; ++d) oh[d] += p * vj[d];
-      }
+      for (int d = 0; d < hd; ++d) oh[d] /= l;
     }
   }
 }

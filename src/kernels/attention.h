@@ -1,19 +1,36 @@
 // Causal scaled-dot-product attention with grouped-query heads over a key/value cache.
 #pragma once
 
+#include <cstdint>
+
+#include "core/dtype.h"
+
 namespace ernie {
 
 struct AttentionShape {
   int n_heads;     // query heads
   int n_kv_heads;  // key/value heads; query head h reads kv head h / (n_heads / n_kv_heads)
-  int head_dim;
+  int head_dim;    // at most kMaxHeadDim
+};
+constexpr int kMaxHeadDim = 512;
+
+// One layer's cache: keys and values of positions 0.. as rows of n_kv_heads * head_dim elements of F32 or F16.
+struct KvCacheView {
+  DType dtype = DType::F32;
+  uint8_t* k = nullptr;
+  uint8_t* v = nullptr;
+  int row_elements = 0;
+
+  size_t row_bytes() const { return dtype_row_bytes(dtype, row_elements); }
+  uint8_t* k_row(int64_t position) const { return k + position * row_bytes(); }
+  uint8_t* v_row(int64_t position) const { return v + position * row_bytes(); }
 };
 
-// For each of n_queries query rows at positions first_pos, first_pos+1, ...: attends to cache rows
-// [0, its position] (causal), softmax in float32 with scale 1/sqrt(head_dim).
-// q, out: [n_queries, n_heads*head_dim]; k_cache, v_cache: [>= first_pos + n_queries, n_kv_heads*head_dim];
-// scores: scratch of at least first_pos + n_queries floats.
-void attention(float* out, const float* q, int n_queries, int first_pos, const float* k_cache, const float* v_cache,
-               const AttentionShape& shape, float* scores);
+// For each of n_queries query rows at positions first_pos, first_pos+1, ... and each query head in
+// [head_begin, head_end): attends to cache rows [0, its position] (causal), with scale 1/sqrt(head_dim) and an
+// online (single-pass, running-maximum) softmax in float32. q, out: [n_queries, n_heads*head_dim]; only the given
+// heads' columns of out are written, so threads can split the heads.
+void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
+               const AttentionShape& shape, int head_begin, int head_end);
 
 }  // namespace ernie

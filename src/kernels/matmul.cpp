@@ -1,81 +1,169 @@
 #include "kernels/matmul.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <memory>
+
+#include "kernels/quant.h"
 
 namespace ernie {
 namespace {
 
-// Element loaders for each stored format; memcpy keeps loads from unaligned mapped memory well-defined.
-struct LoadF32 {
-  static float at(const uint8_t* p, int i) {
-    float v;
-    std::memcpy(&v, p + 4 * i, 4);
-    return v;
-  }
-};
-struct LoadBF16 {
-  static float at(const uint8_t* p, int i) {
-    uint16_t v;
-    std::memcpy(&v, p + 2 * i, 2);
-    return bf16_to_f32(v);
-  }
-};
-struct LoadF16 {
-  static float at(const uint8_t* p, int i) {
-    uint16_t v;
-    std::memcpy(&v, p + 2 * i, 2);
-    return f16_to_f32(v);
-  }
+// One 32-element block of a quantized activation row: value[i] = scale * q[i], scale = max|x| / 127.
+struct ActivationBlock {
+  float scale;
+  int8_t q[kQuantBlock];
 };
 
+float silu(float z) {
+  return z / (1.0f + std::exp(-z));
+}
+
 // Eight independent partial sums: lets the compiler keep them in vector registers without reassociating.
-template <class Load>
-float dot(const float* x, const uint8_t* w, int n) {
+float dot_f32(const float* x, const float* w, int n) {
   float acc[8] = {};
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    for (int j = 0; j < 8; ++j) acc[j] += x[i + j] * Load::at(w, i + j);
+    for (int j = 0; j < 8; ++j) acc[j] += x[i + j] * w[i + j];
   }
-  for (; i < n; ++i) acc[0] += x[i] * Load::at(w, i);
+  for (; i < n; ++i) acc[0] += x[i] * w[i];
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-template <class Load>
-void matmul_rows(float* out, const float* x, int n_tokens, const WeightMatrix& w, const float* bias, int row_begin,
-                 int row_end) {
-  // Weight row outer, tokens inner: each weight row is read from memory once and reused from cache by every token.
-  for (int r = row_begin; r < row_end; ++r) {
-    const uint8_t* wr = w.row_bytes(r);
-    const float b = bias ? bias[r] : 0.0f;
-    for (int t = 0; t < n_tokens; ++t) {
-      out[static_cast<int64_t>(t) * w.rows + r] = dot<Load>(x + static_cast<int64_t>(t) * w.cols, wr, w.cols) + b;
+// Σ_blocks scale_w * scale_x * Σ_i qw[i] * qx[i], the inner sums exact in int32.
+float dot_quantized(const uint8_t* w_row, DType dtype, const ActivationBlock* x, int cols) {
+  float sum = 0.0f;
+  for (int b = 0; b < cols / kQuantBlock; ++b) {
+    int32_t acc = 0;
+    float scale;
+    if (dtype == DType::Q8_0) {
+      BlockQ8_0 w;
+      std::memcpy(&w, w_row + b * sizeof w, sizeof w);
+      for (int i = 0; i < kQuantBlock; ++i) acc += int32_t{w.q[i]} * x[b].q[i];
+      scale = f16_to_f32(w.scale);
+    } else {
+      BlockQ4_0 w;
+      std::memcpy(&w, w_row + b * sizeof w, sizeof w);
+      for (int i = 0; i < kQuantBlock / 2; ++i) {
+        acc += ((w.q[i] & 0x0f) - 8) * int32_t{x[b].q[i]};
+        acc += ((w.q[i] >> 4) - 8) * int32_t{x[b].q[i + kQuantBlock / 2]};
+      }
+      scale = f16_to_f32(w.scale);
     }
+    sum += scale * x[b].scale * static_cast<float>(acc);
   }
+  return sum;
 }
 
-template <class Load>
-void widen(float* out, const uint8_t* p, int n) {
-  for (int i = 0; i < n; ++i) out[i] = Load::at(p, i);
+const ActivationBlock* quantized_row(const MatmulInput& in, int t) {
+  return reinterpret_cast<const ActivationBlock*>(in.quantized) + static_cast<size_t>(t) * (in.cols / kQuantBlock);
+}
+
+// Chunks of output rows small enough to balance the pool, large enough to amortise the dispatch.
+int rows_per_chunk(int total_rows, int threads) {
+  const int target_chunks = threads * 8;
+  const int rows = (total_rows + target_chunks - 1) / target_chunks;
+  return std::max(16, (rows + 15) / 16 * 16);
 }
 
 }  // namespace
 
-void matmul(float* out, const float* x, int n_tokens, const WeightMatrix& w, const float* bias, int row_begin,
-            int row_end) {
-  switch (w.dtype) {
-    case DType::F32: return matmul_rows<LoadF32>(out, x, n_tokens, w, bias, row_begin, row_end);
-    case DType::BF16: return matmul_rows<LoadBF16>(out, x, n_tokens, w, bias, row_begin, row_end);
-    case DType::F16: return matmul_rows<LoadF16>(out, x, n_tokens, w, bias, row_begin, row_end);
+size_t quantized_input_bytes(int n, int cols) {
+  return static_cast<size_t>(n) * (cols / kQuantBlock) * sizeof(ActivationBlock);
+}
+
+void quantize_input(const float* x, int cols, int row_begin, int row_end, uint8_t* out) {
+  auto* blocks = reinterpret_cast<ActivationBlock*>(out);
+  const int per_row = cols / kQuantBlock;
+  for (int t = row_begin; t < row_end; ++t) {
+    for (int b = 0; b < per_row; ++b) {
+      const float* v = x + static_cast<size_t>(t) * cols + b * kQuantBlock;
+      ActivationBlock& block = blocks[static_cast<size_t>(t) * per_row + b];
+      float amax = 0.0f;
+      for (int i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
+      block.scale = amax / 127.0f;
+      const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+      for (int i = 0; i < kQuantBlock; ++i) block.q[i] = static_cast<int8_t>(std::nearbyint(v[i] * inverse));
+    }
   }
 }
 
-void read_row(float* out, const WeightMatrix& w, int64_t r) {
-  const uint8_t* p = w.row_bytes(r);
-  switch (w.dtype) {
-    case DType::F32: return widen<LoadF32>(out, p, w.cols);
-    case DType::BF16: return widen<LoadBF16>(out, p, w.cols);
-    case DType::F16: return widen<LoadF16>(out, p, w.cols);
+namespace reference {
+
+void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end) {
+  const bool quantized = uses_quantized_input(w.dtype);
+  float* widened = nullptr;
+  // The reference is for tests; it widens a weight row at a time with a small buffer on the stack or heap.
+  std::unique_ptr<float[]> row_buffer;
+  if (!quantized) {
+    row_buffer.reset(new float[w.cols]);
+    widened = row_buffer.get();
   }
+  for (int r = row_begin; r < row_end; ++r) {
+    if (!quantized) dequantize_row(w.dtype, w.row(r), widened, w.cols);
+    const float b = bias ? bias[r] : 0.0f;
+    for (int t = 0; t < in.n; ++t) {
+      const float d = quantized ? dot_quantized(w.row(r), w.dtype, quantized_row(in, t), w.cols)
+                                : dot_f32(in.x + static_cast<size_t>(t) * in.cols, widened, w.cols);
+      out[static_cast<size_t>(t) * w.rows + r] = d + b;
+    }
+  }
+}
+
+}  // namespace reference
+
+void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end) {
+  reference::matmul(out, in, w, bias, row_begin, row_end);
+}
+
+void matmul_swiglu(float* out, const MatmulInput& in, const WeightMatrix& gate, const float* gate_bias,
+                   const WeightMatrix& up, const float* up_bias, int row_begin, int row_end) {
+  // A few rows of gate and up at a time for one token, so both stay in registers or L1 until combined.
+  constexpr int kRows = 16;
+  float g[kRows], u[kRows];
+  for (int r0 = row_begin; r0 < row_end; r0 += kRows) {
+    const int rows = std::min(row_end - r0, kRows);
+    const WeightMatrix gate_rows{gate.dtype, gate.row(r0), rows, gate.cols};
+    const WeightMatrix up_rows{up.dtype, up.row(r0), rows, up.cols};
+    for (int t = 0; t < in.n; ++t) {
+      const MatmulInput token{in.x + static_cast<size_t>(t) * in.cols,
+                              in.quantized ? reinterpret_cast<const uint8_t*>(quantized_row(in, t)) : nullptr, 1,
+                              in.cols};
+      matmul(g, token, gate_rows, gate_bias ? gate_bias + r0 : nullptr, 0, rows);
+      matmul(u, token, up_rows, up_bias ? up_bias + r0 : nullptr, 0, rows);
+      float* o = out + static_cast<size_t>(t) * gate.rows + r0;
+      for (int r = 0; r < rows; ++r) o[r] = silu(g[r]) * u[r];
+    }
+  }
+}
+
+void matmul_parallel(ThreadPool& pool, const MatmulInput& in, std::span<const MatmulTask> tasks) {
+  int total_rows = 0;
+  for (const MatmulTask& task : tasks) total_rows += task.w->rows;
+  const int chunk = rows_per_chunk(total_rows, pool.size());
+  int n_chunks = 0;
+  for (const MatmulTask& task : tasks) n_chunks += (task.w->rows + chunk - 1) / chunk;
+  pool.run(n_chunks, [&](int index) {
+    for (const MatmulTask& task : tasks) {
+      const int chunks = (task.w->rows + chunk - 1) / chunk;
+      if (index >= chunks) {
+        index -= chunks;
+        continue;
+      }
+      const int r0 = index * chunk, r1 = std::min(task.w->rows, r0 + chunk);
+      if (task.up) {
+        matmul_swiglu(task.out, in, *task.w, task.bias, *task.up, task.up_bias, r0, r1);
+      } else {
+        matmul(task.out, in, *task.w, task.bias, r0, r1);
+      }
+      return;
+    }
+  });
+}
+
+void read_row(float* out, const WeightMatrix& w, int64_t r) {
+  dequantize_row(w.dtype, w.row(r), out, w.cols);
 }
 
 }  // namespace ernie

@@ -1,33 +1,77 @@
 // Matrix products against stored weights. A weight matrix is a view of W[rows, cols] in its stored dtype
-// (a Linear layer's [out, in]); activations are float32, row-major [n_tokens, cols].
+// (a Linear layer's [out, in]); activations are float32, row-major [n_tokens, cols]. For integer weights (Q8_0,
+// Q4_0) the activations are first quantized per 32-element block to int8 (dynamic quantization) and each block's
+// dot product is accumulated in int32.
+//
+// Every output element depends only on its own input row and weight row: results never change with the number of
+// tokens in the batch, the row range or the thread count (batched serving relies on this).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
 
 namespace ernie {
 
 struct WeightMatrix {
   DType dtype = DType::F32;
-  const uint8_t* data = nullptr;  // rows * cols elements, row-major; may be unaligned (mapped file)
+  const uint8_t* data = nullptr;  // rows * row_bytes(), row-major; may be unaligned (mapped file)
   int rows = 0;
-  int cols = 0;
+  int cols = 0;  // a multiple of dtype_block_elements(dtype)
 
-  const uint8_t* row_bytes(int64_t r) const { return data + r * cols * static_cast<int64_t>(dtype_size(dtype)); }
+  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
+  const uint8_t* row(int64_t r) const { return data + r * row_bytes(); }
 };
 
-// out[t, r] = sum_c x[t, c] * W[r, c] + bias[r], for t < n_tokens and r in [row_begin, row_end).
-// x: [n_tokens, W.cols]; out: [n_tokens, W.rows] (only the given row range is written); bias: [W.rows] or null.
-// Accumulates in float32. The row range lets callers split work across threads without overlap.
-void matmul(float* out, const float* x, int n_tokens, const WeightMatrix& w, const float* bias, int row_begin,
-            int row_end);
-
-inline void matmul(float* out, const float* x, int n_tokens, const WeightMatrix& w, const float* bias) {
-  matmul(out, x, n_tokens, w, bias, 0, w.rows);
+// Whether matmuls with weights of this dtype read MatmulInput::quantized.
+constexpr bool uses_quantized_input(DType weights) {
+  return weights == DType::Q8_0 || weights == DType::Q4_0;
 }
+
+// Activation rows as the matmuls consume them: float32, plus (for integer weights) the same rows quantized with
+// quantize_input. One input is prepared once and shared by every matrix that reads it (Q/K/V, gate/up).
+struct MatmulInput {
+  const float* x = nullptr;            // [n, cols]
+  const uint8_t* quantized = nullptr;  // quantize_input(x), or null when no consumer has integer weights
+  int n = 0;
+  int cols = 0;
+};
+
+// Bytes quantize_input writes for n rows of cols (cols a multiple of 32).
+size_t quantized_input_bytes(int n, int cols);
+// Quantizes rows [row_begin, row_end) of x [*, cols] into out (laid out for all rows, as quantized_input_bytes).
+void quantize_input(const float* x, int cols, int row_begin, int row_end, uint8_t* out);
+
+// out[t, r] = sum_c x[t, c] * W[r, c] + bias[r] for t < in.n and r in [row_begin, row_end); out is [in.n, W.rows]
+// and only the given rows are written; bias is [W.rows] or null.
+void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end);
+
+// The SwiGLU feed-forward's first half in one pass: out[t, r] = silu(g) * u with g = x·gate[r] + gate_bias[r] and
+// u = x·up[r] + up_bias[r]; out is [in.n, gate.rows]. gate and up have the same shape and dtype.
+void matmul_swiglu(float* out, const MatmulInput& in, const WeightMatrix& gate, const float* gate_bias,
+                   const WeightMatrix& up, const float* up_bias, int row_begin, int row_end);
+
+// One matrix of a parallel job: out = in × w^T (+ bias), or with `up` set, out = matmul_swiglu(in, w, up).
+struct MatmulTask {
+  float* out;
+  const WeightMatrix* w;
+  const float* bias = nullptr;
+  const WeightMatrix* up = nullptr;
+  const float* up_bias = nullptr;
+};
+
+// Runs every task on the pool as one job, split by output rows, so that e.g. Q, K and V cost one dispatch.
+void matmul_parallel(ThreadPool& pool, const MatmulInput& in, std::span<const MatmulTask> tasks);
 
 // Widens row r of W into out[W.cols] as float32 (embedding lookup).
 void read_row(float* out, const WeightMatrix& w, int64_t r);
+
+// The scalar definitions the fast kernels are tested against.
+namespace reference {
+void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end);
+}  // namespace reference
 
 }  // namespace ernie

@@ -47,6 +47,13 @@ std::string Model::weight_dtype() const {
   return out;
 }
 
+namespace {
+// Float-weight matmul over all output rows (temporary until the session owns a thread pool).
+void project(float* out, const float* x, int n, const WeightMatrix& w, const float* bias) {
+  matmul(out, MatmulInput{x, nullptr, n, w.cols}, w, bias, 0, w.rows);
+}
+}  // namespace
+
 // ---- Session -----------------------------------------------------------------------------------------------------
 
 Session::Session(const Model& model, const SessionOptions& options)
@@ -67,7 +74,6 @@ Session::Session(const Model& model, const SessionOptions& options)
   attn_out_.resize(B * config_.q_dim());
   gate_.resize(B * config_.intermediate_size);
   up_.resize(B * config_.intermediate_size);
-  scores_.resize(context_length_);
   logits_.resize(config_.vocab_size);
 }
 
@@ -77,7 +83,7 @@ size_t Session::kv_cache_bytes() const {
 
 size_t Session::scratch_bytes() const {
   return (x_.size() + normed_.size() + proj_out_.size() + q_.size() + attn_out_.size() + gate_.size() + up_.size() +
-          scores_.size() + logits_.size()) *
+          logits_.size()) *
          sizeof(float);
 }
 
@@ -137,9 +143,9 @@ void Session::run_chunk(const int32_t* tokens, int n, float* logits, bool all_lo
           w.final_norm.data(), n - first, hidden, config_.rms_norm_eps);
   observe(config_.num_hidden_layers + 1, normed_.data(), n);
   if (all_logits) {
-    matmul(logits, normed_.data(), n, w.lm_head, nullptr);
+    project(logits, normed_.data(), n, w.lm_head, nullptr);
   } else {
-    matmul(logits, normed_.data() + static_cast<size_t>(n - 1) * hidden, 1, w.lm_head, nullptr);
+    project(logits, normed_.data() + static_cast<size_t>(n - 1) * hidden, 1, w.lm_head, nullptr);
   }
   position_ += n;
 }
@@ -154,16 +160,19 @@ void Session::attention_block(const LayerWeights& layer, int layer_index, int n)
   // Keys and values of the new tokens go straight into their cache rows.
   float* k_new = k_cache(layer_index) + static_cast<size_t>(position_) * kv_dim;
   float* v_new = v_cache(layer_index) + static_cast<size_t>(position_) * kv_dim;
-  matmul(q_.data(), normed_.data(), n, layer.q_proj, bias(layer.q_bias));
-  matmul(k_new, normed_.data(), n, layer.k_proj, bias(layer.k_bias));
-  matmul(v_new, normed_.data(), n, layer.v_proj, bias(layer.v_bias));
+  project(q_.data(), normed_.data(), n, layer.q_proj, bias(layer.q_bias));
+  project(k_new, normed_.data(), n, layer.k_proj, bias(layer.k_bias));
+  project(v_new, normed_.data(), n, layer.v_proj, bias(layer.v_bias));
   for (int t = 0; t < n; ++t) {
     rope_.apply(q_.data() + static_cast<size_t>(t) * config_.q_dim(), config_.num_attention_heads, position_ + t);
     rope_.apply(k_new + static_cast<size_t>(t) * kv_dim, config_.num_key_value_heads, position_ + t);
   }
-  attention(attn_out_.data(), q_.data(), n, position_, k_cache(layer_index), v_cache(layer_index),
-            AttentionShape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim}, scores_.data());
-  matmul(proj_out_.data(), attn_out_.data(), n, layer.o_proj, bias(layer.o_bias));
+  const KvCacheView cache{DType::F32, reinterpret_cast<uint8_t*>(k_cache(layer_index)),
+                          reinterpret_cast<uint8_t*>(v_cache(layer_index)), kv_dim};
+  attention(attn_out_.data(), q_.data(), n, position_, cache,
+            AttentionShape{config_.num_attention_heads, config_.num_key_value_heads, config_.head_dim}, 0,
+            config_.num_attention_heads);
+  project(proj_out_.data(), attn_out_.data(), n, layer.o_proj, bias(layer.o_bias));
   add_inplace(x_.data(), proj_out_.data(), n * hidden);
 }
 
@@ -173,10 +182,10 @@ void Session::mlp_block(const LayerWeights& layer, int n) {
   const auto bias = [](const Vector& b) { return b.empty() ? nullptr : b.data(); };
 
   rmsnorm(normed_.data(), x_.data(), layer.post_attention_norm.data(), n, hidden, config_.rms_norm_eps);
-  matmul(gate_.data(), normed_.data(), n, layer.gate_proj, bias(layer.gate_bias));
-  matmul(up_.data(), normed_.data(), n, layer.up_proj, bias(layer.up_bias));
+  project(gate_.data(), normed_.data(), n, layer.gate_proj, bias(layer.gate_bias));
+  project(up_.data(), normed_.data(), n, layer.up_proj, bias(layer.up_bias));
   swiglu(gate_.data(), gate_.data(), up_.data(), n * config_.intermediate_size);
-  matmul(proj_out_.data(), gate_.data(), n, layer.down_proj, bias(layer.down_bias));
+  project(proj_out_.data(), gate_.data(), n, layer.down_proj, bias(layer.down_bias));
   add_inplace(x_.data(), proj_out_.data(), n * hidden);
 }
 

@@ -104,7 +104,6 @@ class Session {
   std::vector<float> proj_out_;  // [B, hidden]
   std::vector<float> gate_;      // [B, intermediate]
   std::vector<float> up_;        // [B, intermediate]
-  std::vector<float> scores_;    // [context_length]
   std::vector<float> logits_;    // [vocab]
 };
 

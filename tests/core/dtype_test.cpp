@@ -105,9 +105,12 @@ TEST(DType, NamesAndSizesRoundTrip) {
   for (DType t : {DType::F32, DType::BF16, DType::F16}) {
     EXPECT_EQ(parse_dtype(dtype_name(t)), t);
   }
-  EXPECT_EQ(dtype_size(DType::F32), 4u);
-  EXPECT_EQ(dtype_size(DType::BF16), 2u);
-  EXPECT_EQ(dtype_size(DType::F16), 2u);
+  EXPECT_EQ(dtype_row_bytes(DType::F32, 64), 256u);
+  EXPECT_EQ(dtype_row_bytes(DType::BF16, 64), 128u);
+  EXPECT_EQ(dtype_row_bytes(DType::F16, 64), 128u);
+  // ggml: a Q8_0 block is an F16 scale and 32 int8; a Q4_0 block an F16 scale and 32 packed nibbles.
+  EXPECT_EQ(dtype_row_bytes(DType::Q8_0, 64), 68u);
+  EXPECT_EQ(dtype_row_bytes(DType::Q4_0, 64), 36u);
   EXPECT_EQ(dtype_name(DType::F32), "F32");
   EXPECT_EQ(dtype_name(DType::BF16), "BF16");
   EXPECT_EQ(dtype_name(DType::F16), "F16");

@@ -57,7 +57,7 @@ struct StoredMatrix {
 StoredMatrix make_matrix(DType dtype, int rows, int cols, Random& rnd, size_t misalign, float scale = 1.0f) {
   StoredMatrix m;
   const size_t n = static_cast<size_t>(rows) * cols;
-  m.buffer.assign(n * dtype_size(dtype) + misalign + 16, 0xAB);
+  m.buffer.assign(dtype_row_bytes(dtype, n) + misalign + 16, 0xAB);
   uint8_t* base = m.buffer.data() + misalign;
   m.values.resize(n);
   for (size_t i = 0; i < n; ++i) {
@@ -80,6 +80,8 @@ StoredMatrix make_matrix(DType dtype, int rows, int cols, Random& rnd, size_t mi
         m.values[i] = decode_f16(b);
         break;
       }
+      case DType::Q8_0:
+      case DType::Q4_0: ADD_FAILURE() << "block formats are made with quantize_row"; return m;
     }
   }
   m.view = WeightMatrix{dtype, base, rows, cols};
@@ -116,7 +118,8 @@ void check_matmul(const MatmulCase& c, Random& rnd) {
   const std::vector<float> bias = rnd.vector(c.rows, -0.5f, 0.5f);
   std::vector<float> out(static_cast<size_t>(c.n_tokens) * c.rows, kSentinel);
 
-  matmul(out.data(), x.data(), c.n_tokens, w.view, c.bias ? bias.data() : nullptr, c.row_begin, c.row_end);
+  matmul(out.data(), MatmulInput{x.data(), nullptr, c.n_tokens, c.cols}, w.view, c.bias ? bias.data() : nullptr,
+         c.row_begin, c.row_end);
 
   for (int t = 0; t < c.n_tokens; ++t) {
     for (int r = 0; r < c.rows; ++r) {
@@ -187,12 +190,12 @@ TEST(Matmul, UnalignedWeights) {
   }
 }
 
-TEST(Matmul, WholeMatrixOverloadWritesEveryRow) {
+TEST(Matmul, FullRangeWritesEveryRow) {
   Random rnd(10);
   StoredMatrix w = make_matrix(DType::BF16, 5, 9, rnd, 1);
   const std::vector<float> x = rnd.vector(2 * 9);
   std::vector<float> out(2 * 5, kSentinel);
-  matmul(out.data(), x.data(), 2, w.view, nullptr);
+  matmul(out.data(), MatmulInput{x.data(), nullptr, 2, 9}, w.view, nullptr, 0, 5);
   for (float v : out) EXPECT_FALSE(is_sentinel(v));
 }
 
@@ -546,6 +549,14 @@ TEST(Rope, HeadsRotateIndependentlyWithTheSameAngles) {
 
 // ---- attention -----------------------------------------------------------------------------------------------------
 
+// The kernel over a float32 cache, every head.
+void attention_f32(float* out, const float* q, int n_queries, int first_pos, const std::vector<float>& k,
+                   const std::vector<float>& v, const AttentionShape& shape) {
+  const KvCacheView cache{DType::F32, reinterpret_cast<uint8_t*>(const_cast<float*>(k.data())),
+                          reinterpret_cast<uint8_t*>(const_cast<float*>(v.data())), shape.n_kv_heads * shape.head_dim};
+  attention(out, q, n_queries, first_pos, cache, shape, 0, shape.n_heads);
+}
+
 // The full [n_queries, n_keys] score matrix per head with a causal mask, softmax and weighted values, in double.
 std::vector<double> reference_attention(const std::vector<float>& q, int n_queries, int first_pos,
                                         const std::vector<float>& k, const std::vector<float>& v,
@@ -604,8 +615,8 @@ TEST(Attention, CausalGroupedQueryMatchesReference) {
     const auto q = rnd.vector(static_cast<size_t>(c.n_queries) * c.n_heads * c.head_dim, -2.0f, 2.0f);
     const auto k = rnd.vector(static_cast<size_t>(n_keys) * c.n_kv_heads * c.head_dim, -2.0f, 2.0f);
     const auto v = rnd.vector(static_cast<size_t>(n_keys) * c.n_kv_heads * c.head_dim);
-    std::vector<float> out(q.size() + 1, kSentinel), scores(n_keys);
-    attention(out.data(), q.data(), c.n_queries, c.first_pos, k.data(), v.data(), shape, scores.data());
+    std::vector<float> out(q.size() + 1, kSentinel);
+    attention_f32(out.data(), q.data(), c.n_queries, c.first_pos, k, v, shape);
     const auto ref = reference_attention(q, c.n_queries, c.first_pos, k, v, shape);
     double worst = 0;
     for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(out[i] - ref[i]));
@@ -642,8 +653,8 @@ TEST(Attention, QueriesDoNotSeeFutureKeys) {
           }
         }
       }
-      std::vector<float> out(q.size()), scores(n_keys + spare);
-      attention(out.data(), q.data(), c.n_queries, c.first_pos, kp.data(), vp.data(), shape, scores.data());
+      std::vector<float> out(q.size());
+      attention_f32(out.data(), q.data(), c.n_queries, c.first_pos, kp, vp, shape);
       const int q_stride = c.n_heads * c.head_dim;
       for (int d = 0; d < q_stride; ++d) {
         ASSERT_LE(std::fabs(out[t * q_stride + d] - ref[t * q_stride + d]), 1e-5) << "dim " << d;
@@ -662,12 +673,12 @@ TEST(Attention, QueriesDoNotSeeFutureKeys) {
 TEST(Attention, SingleKeyCopiesItsValue) {
   // One key: softmax weight 1, so every head returns its kv head's value row exactly.
   const AttentionShape shape{4, 2, 4};
-  std::vector<float> q(16), k(8), v(8), out(16), scores(1);
+  std::vector<float> q(16), k(8), v(8), out(16);
   Random rnd(22);
   for (auto& x : q) x = rnd.uniform(-1, 1);
   for (auto& x : k) x = rnd.uniform(-1, 1);
   for (int i = 0; i < 8; ++i) v[i] = static_cast<float>(i + 1);
-  attention(out.data(), q.data(), 1, 0, k.data(), v.data(), shape, scores.data());
+  attention_f32(out.data(), q.data(), 1, 0, k, v, shape);
   for (int h = 0; h < 4; ++h) {
     for (int d = 0; d < 4; ++d) EXPECT_EQ(out[h * 4 + d], v[(h / 2) * 4 + d]) << "head " << h;
   }

@@ -1,0 +1,35 @@
+// Weight formats stored in blocks (ggml's Q8_0 and Q4_0, bit for bit) and conversion of float rows to and from
+// every stored dtype. These are the reference definitions: the SIMD matmuls are tested against them.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace ernie {
+
+constexpr int kQuantBlock = 32;  // weights per Q8_0 / Q4_0 block
+
+// value[i] = f16(scale) * q[i]
+struct BlockQ8_0 {
+  uint16_t scale;  // F16
+  int8_t q[kQuantBlock];
+};
+// value[i] = f16(scale) * (nibble[i] - 8), where nibble[i] is the low half of q[i] for i < 16 and the high half of
+// q[i - 16] for i >= 16.
+struct BlockQ4_0 {
+  uint16_t scale;  // F16
+  uint8_t q[kQuantBlock / 2];
+};
+static_assert(sizeof(BlockQ8_0) == dtype_block_bytes(DType::Q8_0));
+static_assert(sizeof(BlockQ4_0) == dtype_block_bytes(DType::Q4_0));
+
+// Writes n floats (n a multiple of the dtype's block) as dtype into out (dtype_row_bytes(dtype, n) bytes), rounding
+// as ggml's reference quantizers and torch's casts do: Q8_0 scale = max|x| / 127, q = round(x / scale); Q4_0 scale =
+// (the value of largest magnitude) / -8, q = min(15, trunc(x / scale + 8.5)).
+void quantize_row(DType dtype, const float* x, uint8_t* out, int64_t n);
+
+// Widens n elements of dtype (possibly unaligned) into float32.
+void dequantize_row(DType dtype, const uint8_t* in, float* out, int64_t n);
+
+}  // namespace ernie
