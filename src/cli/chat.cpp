@@ -25,7 +25,7 @@ void chat(const ChatOptions& o) {
   const Tokenizer& tokenizer = *loaded.tokenizer;
   GenerationOptions options = resolve_generation_options(o.generation, loaded);
   add_chat_end_ids(tokenizer, options.eos_ids);
-  Session session(*loaded.model, session_options(o.model));
+  Session session(*loaded.model, session_options(o.model, loaded));
 
   nlohmann::json messages = nlohmann::json::array();
   if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});

@@ -17,22 +17,46 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  command.add_option("-t,--threads", options.threads, "Threads (default: one per physical core)")
+      ->check(CLI::PositiveNumber);
+  command.add_option("--dtype", options.dtype,
+                     "Convert the weights at load: f32, bf16, f16, int8 (q8_0) or int4 (q4_0; embedding in q8_0)");
+  command.add_option("--kv-dtype", options.kv_dtype, "KV-cache type: f32 or f16 (default: f32, f16 when quantized)");
 }
 
-SessionOptions session_options(const ModelOptions& options) {
-  return SessionOptions{.context_length = options.context_length};
+DType parse_weight_dtype(const std::string& name) {
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == "f32") return DType::F32;
+  if (lower == "bf16") return DType::BF16;
+  if (lower == "f16") return DType::F16;
+  if (lower == "int8" || lower == "q8_0") return DType::Q8_0;
+  if (lower == "int4" || lower == "q4_0") return DType::Q4_0;
+  fail("unknown type \"", name, "\" (expected f32, bf16, f16, int8/q8_0 or int4/q4_0)");
+}
+
+SessionOptions session_options(const ModelOptions& options, const LoadedModel& loaded) {
+  SessionOptions session{.context_length = options.context_length, .pool = loaded.pool.get()};
+  if (!options.kv_dtype.empty()) {
+    session.kv_dtype = parse_weight_dtype(options.kv_dtype);
+    if (*session.kv_dtype != DType::F32 && *session.kv_dtype != DType::F16) fail("--kv-dtype must be f32 or f16");
+  }
+  return session;
 }
 
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   const auto start = std::chrono::steady_clock::now();
   LoadedModel loaded;
-  loaded.model = Model::load(options.dir);
+  loaded.pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : physical_core_count());
+  LoadOptions load_options{.pool = loaded.pool.get()};
+  if (!options.dtype.empty()) load_options.dtype = parse_weight_dtype(options.dtype);
+  loaded.model = Model::load(options.dir, load_options);
   loaded.defaults = GenerationDefaults::load(options.dir);
   if (with_tokenizer) loaded.tokenizer = Tokenizer::load(options.dir);
   loaded.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB mapped) in %.3f s\n", options.dir.c_str(),
-               loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
-               loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds);
+  std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads\n",
+               options.dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
+               loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds, loaded.pool->size());
   return loaded;
 }
 

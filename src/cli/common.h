@@ -20,10 +20,14 @@ namespace ernie::cli {
 struct ModelOptions {
   std::string dir;
   int context_length = 4096;
+  int threads = 0;       // 0: one per physical core
+  std::string dtype;     // weight type to convert to at load; empty keeps the stored types
+  std::string kv_dtype;  // KV-cache type; empty: F32 for float weights, F16 for quantized
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
 
 struct LoadedModel {
+  std::unique_ptr<ThreadPool> pool;  // shared by loading and every session
   std::unique_ptr<Model> model;
   std::optional<Tokenizer> tokenizer;
   GenerationDefaults defaults;
@@ -31,7 +35,10 @@ struct LoadedModel {
 };
 // Loads the checkpoint (and its tokenizer when asked), reporting the time and memory plan on stderr.
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer);
-SessionOptions session_options(const ModelOptions& options);
+SessionOptions session_options(const ModelOptions& options, const LoadedModel& loaded);
+
+// "int8" / "q8_0" -> Q8_0, "int4" / "q4_0" -> Q4_0, "f32", "bf16", "f16"; raises ernie::Error on anything else.
+DType parse_weight_dtype(const std::string& name);
 
 // Flags that override generation_config.json's sampling defaults.
 struct GenerationFlags {
@@ -69,5 +76,6 @@ void register_chat(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_info(CLI::App& app);
+void register_make_random(CLI::App& app);
 
 }  // namespace ernie::cli

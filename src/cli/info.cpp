@@ -16,7 +16,7 @@ void info(const ModelOptions& o) {
       load_model(o, /*with_tokenizer=*/std::filesystem::exists(std::filesystem::path(o.dir) / "tokenizer.model"));
   const Model& model = *loaded.model;
   const ModelConfig& c = model.config();
-  const Session session(model, session_options(o));
+  const Session session(model, session_options(o, loaded));
   std::printf("architecture     Ernie4_5ForCausalLM (model_type ernie4_5, dense)\n");
   std::printf("layers           %d\n", c.num_hidden_layers);
   std::printf("hidden size      %d (intermediate %d, SwiGLU)\n", c.hidden_size, c.intermediate_size);
@@ -29,9 +29,9 @@ void info(const ModelOptions& o) {
   std::printf("max positions    %d\n", c.max_position_embeddings);
   std::printf("parameters       %lld (%.1f M)\n", static_cast<long long>(model.parameter_count()),
               model.parameter_count() / 1e6);
-  std::printf("weights          %s, %.1f MiB memory-mapped\n", model.weight_dtype().c_str(), mib(model.weight_bytes()));
-  std::printf("KV cache         %.1f MiB for %d tokens (float32)\n", mib(session.kv_cache_bytes()),
-              session.context_length());
+  std::printf("weights          %s, %.1f MiB\n", model.weight_dtype().c_str(), mib(model.weight_bytes()));
+  std::printf("KV cache         %.1f MiB for %d tokens (%s; resident as filled)\n", mib(session.kv_cache_bytes()),
+              session.context_length(), std::string(dtype_name(session.kv_dtype())).c_str());
   std::printf("scratch          %.1f MiB\n", mib(session.scratch_bytes()));
   if (loaded.tokenizer) {
     std::printf("tokenizer        %d pieces; bos %d, eos %d; chat template: %s\n", loaded.tokenizer->vocab_size(),

@@ -21,7 +21,7 @@ void logits(const LogitsOptions& o) {
   static_assert(std::endian::native == std::endian::little, "the output format is little-endian float32");
   LoadedModel loaded = load_model(o.model, /*with_tokenizer=*/o.input.text.has_value());
   const std::vector<int32_t> ids = o.input.ids ? parse_ids(*o.input.ids) : loaded.tokenizer->encode(*o.input.text);
-  Session session(*loaded.model, session_options(o.model));
+  Session session(*loaded.model, session_options(o.model, loaded));
   const auto values = session.forward(ids);
 
   if (!o.out.empty()) {

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   ernie::cli::register_logits(app);
   ernie::cli::register_tokenize(app);
   ernie::cli::register_info(app);
+  ernie::cli::register_make_random(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

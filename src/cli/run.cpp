@@ -35,7 +35,7 @@ void run(const RunOptions& o) {
   if (o.chat) add_chat_end_ids(tokenizer, options.eos_ids);
 
   const std::vector<int32_t> prompt = prompt_ids(o, tokenizer);
-  Session session(*loaded.model, session_options(o.model));
+  Session session(*loaded.model, session_options(o.model, loaded));
   const auto result = generate(session, tokenizer, prompt, options, [&](int32_t, std::string_view text) {
     if (!o.print_ids && !text.empty()) {
       std::fwrite(text.data(), 1, text.size(), stdout);

@@ -22,6 +22,9 @@ class MappedFile {
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::filesystem::path& path() const { return path_; }
+  // Drops the mapped pages from this process's resident memory (they stay in the page cache and are read back on
+  // the next access): for when the contents have been converted into a copy that replaces them.
+  void release_pages() const;
 
  private:
   const uint8_t* data_ = nullptr;

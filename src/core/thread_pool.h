@@ -46,6 +46,7 @@ class ThreadPool {
   std::atomic<int> next_task_{0};
   std::atomic<int> workers_done_{0};
   std::atomic<uint32_t> generation_{0};
+  std::atomic<int> sleepers_{0};  // workers blocked (or about to block) in the futex
   std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
   std::atomic<bool> has_error_{false};

@@ -52,7 +52,12 @@ GenerationResult generate(Session& session, const Tokenizer& tokenizer, std::spa
   sampler.set_prompt(prompt);
   StreamDecoder decoder(tokenizer, /*skip_special_tokens=*/true);
   StopStringMatcher stops(options.stop_strings);
+  // Everything the loop appends to is sized up front, so decoding a token allocates nothing (token texts are
+  // short strings, held inline).
   std::vector<float> logits;
+  logits.reserve(session.vocab_size());
+  result.tokens.reserve(options.max_new_tokens);
+  result.text.reserve(static_cast<size_t>(std::min(options.max_new_tokens, 1 << 16)) * 16);
 
   const auto emit = [&](int32_t token, const std::string& text) {
     result.text += text;

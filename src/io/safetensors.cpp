@@ -168,4 +168,38 @@ std::vector<std::filesystem::path> SafetensorsArchive::files() const {
   return paths;
 }
 
+void SafetensorsArchive::release_pages() const {
+  for (const auto& file : files_) file->release_pages();
+}
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  uint64_t offset = 0;
+  for (const TensorToWrite& t : tensors) {
+    int64_t count = 1;
+    for (int64_t d : t.shape) count *= d;
+    const uint64_t bytes = dtype_row_bytes(t.dtype, count);
+    header[t.name] = {
+        {"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data block 8-byte aligned, as the reference writer does
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) fail(path.string(), ": cannot create file");
+  const uint64_t header_size = text.size();
+  out.write(reinterpret_cast<const char*>(&header_size), 8);  // little-endian on every supported target
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  std::vector<uint8_t> buffer;
+  for (const TensorToWrite& t : tensors) {
+    int64_t count = 1;
+    for (int64_t d : t.shape) count *= d;
+    buffer.resize(dtype_row_bytes(t.dtype, count));
+    t.fill(buffer.data());
+    out.write(reinterpret_cast<const char*>(buffer.data()), static_cast<std::streamsize>(buffer.size()));
+  }
+  out.close();
+  if (!out) fail(path.string(), ": write failed (disk full?)");
+}
+
 }  // namespace ernie

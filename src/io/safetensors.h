@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,6 +40,7 @@ class SafetensorsArchive {
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   size_t mapped_bytes() const;
   std::vector<std::filesystem::path> files() const;
+  void release_pages() const;  // see MappedFile::release_pages
 
  private:
   void add_file(const std::filesystem::path& file);
@@ -46,5 +48,16 @@ class SafetensorsArchive {
   std::vector<std::unique_ptr<MappedFile>> files_;  // stable addresses: TensorView::file points at their paths
   std::map<std::string, TensorView> tensors_;
 };
+
+// One tensor for write_safetensors: `fill` writes its bytes (dtype_row_bytes(dtype, element count)) into a buffer.
+struct TensorToWrite {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::function<void(uint8_t* out)> fill;
+};
+
+// Writes a .safetensors file, one tensor in memory at a time. Raises ernie::Error if the file cannot be written.
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors);
 
 }  // namespace ernie

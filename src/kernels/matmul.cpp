@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <memory>
 
 #include "kernels/quant.h"
 
@@ -93,19 +92,23 @@ namespace reference {
 
 void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end) {
   const bool quantized = uses_quantized_input(w.dtype);
-  float* widened = nullptr;
-  // The reference is for tests; it widens a weight row at a time with a small buffer on the stack or heap.
-  std::unique_ptr<float[]> row_buffer;
-  if (!quantized) {
-    row_buffer.reset(new float[w.cols]);
-    widened = row_buffer.get();
-  }
   for (int r = row_begin; r < row_end; ++r) {
-    if (!quantized) dequantize_row(w.dtype, w.row(r), widened, w.cols);
     const float b = bias ? bias[r] : 0.0f;
     for (int t = 0; t < in.n; ++t) {
-      const float d = quantized ? dot_quantized(w.row(r), w.dtype, quantized_row(in, t), w.cols)
-                                : dot_f32(in.x + static_cast<size_t>(t) * in.cols, widened, w.cols);
+      float d = 0.0f;
+      if (quantized) {
+        d = dot_quantized(w.row(r), w.dtype, quantized_row(in, t), w.cols);
+      } else {
+        // The weight row widened a slice at a time on the stack (no allocation, any row length).
+        constexpr int kSlice = 256;
+        float widened[kSlice];
+        const float* x = in.x + static_cast<size_t>(t) * in.cols;
+        for (int c = 0; c < w.cols; c += kSlice) {
+          const int n = std::min(kSlice, w.cols - c);
+          dequantize_row(w.dtype, w.row(r) + dtype_row_bytes(w.dtype, c), widened, n);
+          d += dot_f32(x + c, widened, n);
+        }
+      }
       out[static_cast<size_t>(t) * w.rows + r] = d + b;
     }
   }

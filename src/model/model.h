@@ -6,43 +6,61 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "io/safetensors.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
 #include "kernels/rope.h"
 #include "model/config.h"
 #include "model/weights.h"
 
 namespace ernie {
 
+// How a checkpoint is brought into memory.
+struct LoadOptions {
+  // Convert every weight matrix at load: F32/BF16/F16 as given; Q8_0 for all matrices; Q4_0 for the decoder
+  // layers' matrices with the embedding (= tied LM head) in Q8_0. nullopt keeps the stored types, used in place.
+  std::optional<DType> dtype = std::nullopt;
+  ThreadPool* pool = nullptr;  // converts in parallel when given
+};
+
 class Model {
  public:
   // Reads config.json, maps the safetensors file(s) and checks every tensor against the config before returning.
   // Any problem raises ernie::Error naming the file (and tensor).
-  static std::unique_ptr<Model> load(const std::filesystem::path& dir);
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
   const std::filesystem::path& dir() const { return dir_; }
 
-  int64_t parameter_count() const;   // tied embedding counted once
-  size_t weight_bytes() const;       // bytes of all weight tensors as stored
-  std::string weight_dtype() const;  // "BF16", or e.g. "BF16+F32" when mixed
+  int64_t parameter_count() const;     // tied embedding counted once
+  size_t weight_bytes() const;         // bytes of the weights as used (after any conversion)
+  std::string weight_dtype() const;    // "BF16", or e.g. "Q4_0+Q8_0" when mixed (matrices only)
+  bool has_quantized_weights() const;  // any Q8_0/Q4_0 matrix: matmul inputs must be quantized
 
  private:
   Model(std::filesystem::path dir, ModelConfig config, SafetensorsArchive archive);
+  void convert_weights(DType target, ThreadPool* pool);
 
   std::filesystem::path dir_;
   ModelConfig config_;
   SafetensorsArchive archive_;  // owns the mappings the weight views point into
   ModelWeights weights_;
+  std::unique_ptr<uint8_t[]> converted_;  // matrices converted at load, when LoadOptions::dtype asks
 };
 
 struct SessionOptions {
   int context_length = 4096;   // KV-cache capacity in tokens; capped at max_position_embeddings
-  int max_batch_tokens = 128;  // prompt tokens processed per matrix pass; longer prompts go in chunks
+  int max_batch_tokens = 128;  // rows per matrix pass: prompt chunk size, and the most sessions decode_batch takes
+  // KV-cache element type; nullopt: F32 when every weight is a float type (exact), F16 with quantized weights.
+  std::optional<DType> kv_dtype = std::nullopt;
+  ThreadPool* pool = nullptr;  // runs the matmuls and attention; null runs everything on the calling thread
 };
 
 // Called with the residual stream as the forward pass goes: index 0 = token embeddings, i in 1..L = after decoder
@@ -55,7 +73,7 @@ class Session {
 
   // Runs `tokens` at positions position() .. position()+n-1, appending them to the KV cache, and returns the
   // logits of the last one ([vocab_size], valid until the next call). Raises ernie::Error, leaving the session
-  // unchanged, if an id is outside the vocabulary or the context would overflow.
+  // unchanged, if an id is outside the vocabulary or the context would overflow. Allocates nothing.
   std::span<const float> forward(std::span<const int32_t> tokens);
   // The same, writing the logits of every token into all_logits ([tokens.size(), vocab_size]).
   void forward(std::span<const int32_t> tokens, std::span<float> all_logits);
@@ -63,11 +81,13 @@ class Session {
   int position() const { return position_; }
   int context_length() const { return context_length_; }
   int vocab_size() const { return config_.vocab_size; }
+  DType kv_dtype() const { return kv_dtype_; }
   // Forgets cached tokens from position n on (n <= position()), e.g. to reuse a shared chat prefix.
   void truncate(int n);
   void reset() { position_ = 0; }
   void set_observer(LayerObserver observer) { observer_ = std::move(observer); }
 
+  // Reserved bytes; the KV cache's pages become resident only as positions are filled.
   size_t kv_cache_bytes() const;
   size_t scratch_bytes() const;
 
@@ -75,42 +95,62 @@ class Session {
   void check_input(std::span<const int32_t> tokens) const;
 
  private:
-  void run_chunk(const int32_t* tokens, int n, float* logits, bool all_logits);
-  void attention_block(const LayerWeights& layer, int layer_index, int n);
+  friend void decode_batch(std::span<Session* const>, std::span<const int32_t>, std::span<float>);
+
+  // Consecutive rows of one pass that belong to one session, at positions first_pos, first_pos+1, ...
+  struct RowGroup {
+    Session* session;
+    int first_row;
+    int n_rows;
+    int first_pos;
+  };
+  // One pass over the weights for `n` token rows split into `groups`, using this session's buffers. Writes the
+  // logits of every row (all_rows) or of each group's last row, [groups or n, vocab], and advances the sessions.
+  void run_rows(const int32_t* tokens, int n, std::span<const RowGroup> groups, float* logits, bool all_rows);
+  void attention_block(const LayerWeights& layer, int layer_index, int n, std::span<const RowGroup> groups);
   void mlp_block(const LayerWeights& layer, int n);
+  void lm_head(int n, std::span<const RowGroup> groups, float* logits, bool all_rows);
+  MatmulInput prepare_input(const float* x, int n, int cols);
+  KvCacheView cache(int layer);
   void observe(int index, const float* rows, int n) const;
-  float* k_cache(int layer) {
-    return k_cache_.data() + static_cast<size_t>(layer) * context_length_ * config_.kv_dim();
-  }
-  float* v_cache(int layer) {
-    return v_cache_.data() + static_cast<size_t>(layer) * context_length_ * config_.kv_dim();
-  }
 
   const Model& model_;
   const ModelConfig& config_;
   int context_length_;
   int max_batch_tokens_;
   int position_ = 0;
+  DType kv_dtype_;
   RopeTable rope_;
   LayerObserver observer_;
+  std::unique_ptr<ThreadPool> own_pool_;  // single-threaded stand-in when no pool was given
+  ThreadPool* pool_;
 
-  // KV cache: [layers, context_length, kv_heads * head_dim] each.
-  std::vector<float> k_cache_, v_cache_;
+  // KV cache: [layers][context_length][kv_heads * head_dim] for keys, then the same for values. Zero-filled lazily
+  // by the OS (calloc of a large block), so a 4096-token reservation costs memory only for positions used.
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeDeleter> kv_;
+  size_t kv_layer_bytes_ = 0;
+
   // Activations for up to max_batch_tokens rows.
-  std::vector<float> x_;         // residual stream [B, hidden]
-  std::vector<float> normed_;    // [B, hidden]
-  std::vector<float> q_;         // [B, heads * head_dim]
-  std::vector<float> attn_out_;  // [B, heads * head_dim]
-  std::vector<float> proj_out_;  // [B, hidden]
-  std::vector<float> gate_;      // [B, intermediate]
-  std::vector<float> up_;        // [B, intermediate]
-  std::vector<float> logits_;    // [vocab]
+  std::vector<float> x_;            // residual stream [B, hidden]
+  std::vector<float> normed_;       // [B, hidden]
+  std::vector<float> q_;            // [B, heads * head_dim]
+  std::vector<float> k_new_;        // [B, kv_heads * head_dim]
+  std::vector<float> v_new_;        // [B, kv_heads * head_dim]
+  std::vector<float> attn_out_;     // [B, heads * head_dim]
+  std::vector<float> proj_out_;     // [B, hidden]
+  std::vector<float> act_;          // SwiGLU activations [B, intermediate]
+  std::vector<uint8_t> quantized_;  // a matmul input quantized to int8 blocks [B, max width]
+  std::vector<RowGroup> groups_;    // capacity B; decode_batch's groups
+  std::vector<float> logits_;       // [vocab]
 };
 
-// Decodes one token for each of several independent sessions (each at its own position), writing each one's logits
-// into logits[i * vocab_size ...]. Same results as calling forward() on each session in turn; it exists so that a
-// batching scheduler can read the weights once per step for every running sequence. Checks every input before
-// running any, so an error leaves all sessions unchanged.
+// Decodes one token for each of several independent sessions of one model (each at its own position) in a single
+// pass over the weights, writing each one's logits into logits[i * vocab_size ...]: what a batching scheduler runs
+// each step. Results equal forward() on each session in turn, bit for bit. Uses the first session's buffers and
+// pool (at most its max_batch_tokens sessions). Checks every input first: an error leaves all sessions unchanged.
 void decode_batch(std::span<Session* const> sessions, std::span<const int32_t> tokens, std::span<float> logits);
 
 }  // namespace ernie

@@ -85,6 +85,47 @@ TEST(Cli, RunGreedyIdsMatchTransformers) {
   }
 }
 
+// --threads and --dtype change speed and memory, never the float32 greedy result; quantized types still run.
+TEST(Cli, ThreadsAndDtypeFlags) {
+  const auto prompt = golden_prompt("tiny-ernie", "english");
+  const std::string base = "run --model " + model_dir() + " --ids " + join_ids(prompt["ids"]) +
+                           " -n 16 --temperature 0 --ignore-eos --print-ids";
+  auto r = ernie_cli(base + " --threads 2 --dtype f32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto expected = prompt["greedy"]["new_ids"];
+  EXPECT_EQ(nlohmann::json::parse(r.out), nlohmann::json(std::vector<int>(expected.begin(), expected.begin() + 16)));
+  EXPECT_NE(r.err.find("2 threads"), std::string::npos) << r.err;
+  for (const std::string dtype : {"int8", "int4", "bf16", "f16"}) {
+    r = ernie_cli(base + " --dtype " + dtype + " --kv-dtype f16");
+    ASSERT_EQ(r.exit_code, 0) << dtype << ": " << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out).size(), 16u) << dtype;
+  }
+  r = ernie_cli(base + " --dtype int3");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown type"), std::string::npos) << r.err;
+  r = ernie_cli(base + " --kv-dtype int8");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--kv-dtype"), std::string::npos) << r.err;
+}
+
+// make-random writes a loadable checkpoint with the config's shapes, reproducibly for a seed.
+TEST(Cli, MakeRandomCheckpoint) {
+  TempDir tmp;
+  const auto config = fixture("tiny-ernie-bias/model/config.json").string();
+  for (const char* out : {"a", "b"}) {
+    const auto r = ernie_cli("make-random --config " + quote(config) + " --seed 5 --tokenizer-from " +
+                             model_dir("tiny-ernie-bias/model") + " --out " + quote((tmp.path() / out).string()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("random"), std::string::npos);
+  }
+  EXPECT_EQ(ernie::testing::read_bytes(tmp.path() / "a/model.safetensors"),
+            ernie::testing::read_bytes(tmp.path() / "b/model.safetensors"));
+  const auto r = ernie_cli("run --model " + quote((tmp.path() / "a").string()) +
+                           " --prompt hello -n 8 --temperature 0 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 8u);
+}
+
 TEST(Cli, RunStreamsTheGreedyTextForAPrompt) {
   // The golden prompts start with bos; --add-bos reproduces them from text.
   const auto prompt = golden_prompt("tiny-ernie", "english");

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "allocation_counter.h"
 #include "core/error.h"
 #include "test_support.h"
 
@@ -67,6 +68,35 @@ TEST_F(Generate, StopsAtAnEndOfSequenceIdUnlessIgnored) {
   r = generate(session, *tokenizer_, prompt_, options);
   EXPECT_EQ(r.tokens, greedy_);
   EXPECT_EQ(r.finish_reason, FinishReason::Length);
+}
+
+// After the prompt, each decoded token (forward pass, sampling, penalties, text streaming, stop-string check) makes
+// no heap allocation, with float and quantized weights and with a thread pool.
+TEST_F(Generate, DecodingATokenAllocatesNothing) {
+  for (const auto dtype : {std::optional<DType>{}, std::optional<DType>{DType::Q4_0}}) {
+    const auto model = Model::load(fixture("tiny-ernie/model"), LoadOptions{.dtype = dtype});
+    ThreadPool pool(2);
+    Session session(*model, SessionOptions{.context_length = 256, .pool = &pool});
+    GenerationOptions options;
+    options.max_new_tokens = 48;
+    options.ignore_eos = true;
+    options.stop_strings = {"a stop string that never appears"};
+    options.sampling = SamplingParams{.temperature = 0.8f,
+                                      .top_k = 40,
+                                      .top_p = 0.9f,
+                                      .repetition_penalty = 1.1f,
+                                      .presence_penalty = 0.2f,
+                                      .seed = 3};
+    std::vector<long> counts;
+    counts.reserve(64);
+    const auto r = generate(session, *tokenizer_, prompt_, options, [&](int32_t, std::string_view) {
+      counts.push_back(ernie::testing::allocation_count());
+      return true;
+    });
+    ASSERT_EQ(r.tokens.size(), 48u);
+    ASSERT_GE(counts.size(), 40u);
+    for (size_t i = 1; i < counts.size(); ++i) EXPECT_EQ(counts[i], counts[0]) << "token " << i;
+  }
 }
 
 TEST_F(Generate, CallbackReturningFalseCancels) {

@@ -14,29 +14,8 @@
 #include <set>
 #include <vector>
 
+#include "allocation_counter.h"
 #include "core/error.h"
-
-// Counts every operator new in this test program so the no-allocation contract of sample()/accept() can be
-// checked. Forwarding to malloc/free changes nothing else. (GCC 12 mistakes the malloc/free pairing inside
-// these replacements for a new/free mismatch at every inlined call site.)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-std::atomic<long> g_allocations{0};
-}  // namespace
-
-void* operator new(std::size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
 
 namespace ernie {
 namespace {
@@ -693,7 +672,7 @@ TEST(Sampler, SampleAcceptAndResetDoNotAllocate) {
   for (size_t c = 0; c < cases.size(); ++c) {
     Sampler sampler(cases[c], kVocab);
     sampler.set_prompt(prompt);
-    const long before = g_allocations.load();
+    const long before = ernie::testing::allocation_count();
     for (int i = 0; i < 30; ++i) {
       std::copy(logits.begin(), logits.end(), scratch.begin());
       sampler.accept(sampler.sample(scratch));
@@ -704,7 +683,7 @@ TEST(Sampler, SampleAcceptAndResetDoNotAllocate) {
       std::copy(logits.begin(), logits.end(), scratch.begin());
       sampler.accept(sampler.sample(scratch));
     }
-    const long after = g_allocations.load();
+    const long after = ernie::testing::allocation_count();
     EXPECT_EQ(after, before) << "case " << c;
   }
 }

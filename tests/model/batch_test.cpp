@@ -1,7 +1,9 @@
-// decode_batch: several sessions at different positions decoded in one call give each session exactly the logits
-// its own forward() would, and a bad input in any of them leaves all of them untouched.
+// decode_batch: several sessions at different positions decoded in one pass give each session exactly (bit for
+// bit) the logits its own forward() would, and a bad input in any of them leaves all of them untouched. Also: the
+// thread count never changes a result.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <vector>
 
 #include "core/error.h"
@@ -13,8 +15,10 @@ namespace {
 
 using ernie::testing::fixture;
 
-TEST(DecodeBatch, MatchesOneSessionAtATime) {
-  const auto model = Model::load(fixture("tiny-ernie-bias/model"));
+class DecodeBatch : public ::testing::TestWithParam<std::optional<DType>> {};
+
+TEST_P(DecodeBatch, MatchesOneSessionAtATimeExactly) {
+  const auto model = Model::load(fixture("tiny-ernie-bias/model"), LoadOptions{.dtype = GetParam()});
   const std::vector<std::vector<int32_t>> prompts = {{5, 17, 300}, {42}, {7, 7, 7, 7, 7, 900, 12}};
   const std::vector<int32_t> next = {11, 2000, 3};
   const int vocab = model->config().vocab_size;
@@ -36,11 +40,16 @@ TEST(DecodeBatch, MatchesOneSessionAtATime) {
   decode_batch(batch, next, logits);
   for (size_t i = 0; i < prompts.size(); ++i) {
     EXPECT_EQ(batch[i]->position(), static_cast<int>(prompts[i].size()) + 1);
-    for (int v = 0; v < vocab; ++v) ASSERT_NEAR(logits[i * vocab + v], expected[i][v], 1e-5) << "session " << i;
+    for (int v = 0; v < vocab; ++v) ASSERT_EQ(logits[i * vocab + v], expected[i][v]) << "session " << i;
   }
 }
 
-TEST(DecodeBatch, BadInputLeavesEverySessionUnchanged) {
+INSTANTIATE_TEST_SUITE_P(Dtypes, DecodeBatch, ::testing::Values(std::nullopt, DType::F16, DType::Q8_0, DType::Q4_0),
+                         [](const auto& info) {
+                           return info.param ? std::string(dtype_name(*info.param)) : std::string("AsStored");
+                         });
+
+TEST(DecodeBatchErrors, BadInputLeavesEverySessionUnchanged) {
   const auto model = Model::load(fixture("tiny-ernie/model"));
   Session a(*model, SessionOptions{.context_length = 8});
   Session b(*model, SessionOptions{.context_length = 8});
@@ -52,6 +61,26 @@ TEST(DecodeBatch, BadInputLeavesEverySessionUnchanged) {
   EXPECT_EQ(a.position(), 3);
   EXPECT_EQ(b.position(), 8);
   EXPECT_THROW(decode_batch(batch, std::vector<int32_t>{4}, logits), Error);
+}
+
+// Prefill (a 20-token prompt in chunks of 8) and decode with 1, 2 and 3 threads give identical logits.
+TEST(Threads, CountNeverChangesLogits) {
+  for (auto dtype : {std::optional<DType>{}, std::optional<DType>{DType::Q4_0}}) {
+    const auto model = Model::load(fixture("tiny-ernie-bias/model"), LoadOptions{.dtype = dtype});
+    std::vector<int32_t> prompt(20);
+    for (int i = 0; i < 20; ++i) prompt[i] = 100 + 37 * i;
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      Session session(*model, SessionOptions{.context_length = 64, .max_batch_tokens = 8, .pool = &pool});
+      session.forward(prompt);
+      const int32_t next = 7;
+      const auto logits = session.forward(std::span(&next, 1));
+      results.emplace_back(logits.begin(), logits.end());
+    }
+    EXPECT_EQ(results[0], results[1]);
+    EXPECT_EQ(results[0], results[2]);
+  }
 }
 
 }  // namespace
