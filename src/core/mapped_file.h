@@ -22,14 +22,15 @@ class MappedFile {
 
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::filesystem::path& path() const { return path_; }
-  // Drops the mapped pages from this process's resident memory (they stay in the page cache and are read back on
-  // the next access): for when the contents have been converted into a copy that replaces them.
-  void release_pages() const;
 
  private:
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   std::filesystem::path path_;
 };
+
+// Drops the whole pages inside [data, data + size) of a read-only file mapping from resident memory (a later read
+// faults them back in from the page cache): for ranges whose contents were converted into a copy.
+void release_mapped_range(const void* data, size_t size);
 
 }  // namespace ernie

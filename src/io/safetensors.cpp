@@ -168,10 +168,6 @@ std::vector<std::filesystem::path> SafetensorsArchive::files() const {
   return paths;
 }
 
-void SafetensorsArchive::release_pages() const {
-  for (const auto& file : files_) file->release_pages();
-}
-
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   uint64_t offset = 0;

@@ -40,7 +40,6 @@ class SafetensorsArchive {
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   size_t mapped_bytes() const;
   std::vector<std::filesystem::path> files() const;
-  void release_pages() const;  // see MappedFile::release_pages
 
  private:
   void add_file(const std::filesystem::path& file);

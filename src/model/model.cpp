@@ -91,10 +91,11 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
       dequantize_row(m.dtype, m.row(r), row.data(), m.cols);
       quantize_row(job.to, row.data(), job.out + r * out_row_bytes, m.cols);
     }
+    // Converted rows leave resident memory at once, so the peak stays near the converted size.
+    release_mapped_range(m.row(r0), m.row_bytes() * (r1 - r0));
   });
   for (const Job& job : jobs) *job.matrix = WeightMatrix{job.to, job.out, job.matrix->rows, job.matrix->cols};
   if (config_.tie_word_embeddings) weights_.lm_head = weights_.embed_tokens;
-  archive_.release_pages();  // the converted copy replaces the mapped tensors: drop them from resident memory
 }
 
 int64_t Model::parameter_count() const {
