@@ -3,6 +3,7 @@
 // text is noise).
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "cli/common.h"
 #include "core/error.h"
@@ -70,6 +71,8 @@ void make_random(const MakeRandomOptions& o) {
   std::fprintf(f, "{\"do_sample\": false, \"bos_token_id\": %d, \"eos_token_id\": %d}\n", config.bos_token_id,
                config.eos_token_ids.empty() ? 2 : config.eos_token_ids.front());
   std::fclose(f);
+  // A marker that benchmarks read, so every figure measured on this checkpoint says it came from random weights.
+  std::ofstream(out / "RANDOM_WEIGHTS") << "made by ernie make-random --seed " << o.seed << ": speed and memory only\n";
   if (!o.tokenizer_from.empty()) {
     for (const char* name :
          {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"}) {

@@ -109,7 +109,14 @@ void ThreadPool::run_job(int n_tasks, TaskFn fn, void* ctx) {
   if (sleepers_.load() > 0) futex_wake_all(generation_);  // spinning workers need no system call
   work_on_job();
   const int n_workers = static_cast<int>(workers_.size());
-  while (workers_done_.load(std::memory_order_acquire) < n_workers) cpu_relax();
+  // Spin while the workers are likely running; yield if one was descheduled (a busy machine) so it can finish.
+  for (int spin = 0; workers_done_.load(std::memory_order_acquire) < n_workers; ++spin) {
+    if (spin < 4000) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   if (has_error_.load()) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 

@@ -126,6 +126,29 @@ TEST(Cli, MakeRandomCheckpoint) {
   EXPECT_EQ(nlohmann::json::parse(r.out).size(), 8u);
 }
 
+// The benchmark's report has every figure for every type asked for (values are timings: not checked here).
+TEST(Cli, BenchReportsEveryTypeAsTableAndJson) {
+  TempDir tmp;
+  const auto json_path = tmp.path() / "bench.json";
+  const auto r = ernie_cli("bench --model " + model_dir() +
+                           " --dtype f32,int4 --prompt-len 4,9 --gen 3 --reps 2 --json " + quote(json_path.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("decode tok/s"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("int4"), std::string::npos) << r.out;
+  const auto report = read_json(json_path);
+  ASSERT_EQ(report["results"].size(), 2u);
+  EXPECT_EQ(report["results"][1]["weights"], "Q4_0+Q8_0");
+  for (const auto& result : report["results"]) {
+    ASSERT_EQ(result["prefill"].size(), 2u);
+    EXPECT_EQ(result["prefill"][1]["prompt_tokens"], 9);
+    EXPECT_GT(result["decode"]["tokens_per_second"]["median"].get<double>(), 0);
+    EXPECT_GT(result["peak_rss_mib"].get<double>(), 0);
+    EXPECT_GT(result["cold_load_to_first_token_seconds"].get<double>(), 0);
+    EXPECT_TRUE(result["joules_per_token"].is_number() || result["joules_per_token"] == "n/a");
+  }
+  EXPECT_EQ(ernie_cli("bench --model " + model_dir() + " --dtype int3").exit_code, 1);
+}
+
 TEST(Cli, RunStreamsTheGreedyTextForAPrompt) {
   // The golden prompts start with bos; --add-bos reproduces them from text.
   const auto prompt = golden_prompt("tiny-ernie", "english");

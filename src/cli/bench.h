@@ -1,0 +1,20 @@
+// ernie bench: the model benchmark (bench_model.cpp) and the server load generator share one subcommand.
+#pragma once
+
+#include "cli/common.h"
+
+namespace ernie::cli {
+
+struct ModelBenchOptions {
+  ModelOptions model;  // --dtype may list several types, e.g. f32,int8,int4
+  std::vector<int> prompt_lengths = {32, 512};
+  int gen = 128;
+  int reps = 5;
+  std::string json_path;
+  bool worker = false;
+  bool cold = false;
+};
+void add_model_bench_options(CLI::App& command, ModelBenchOptions& options);
+void run_model_bench(const ModelBenchOptions& options);
+
+}  // namespace ernie::cli
