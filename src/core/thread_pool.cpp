@@ -24,7 +24,10 @@ int physical_core_count() {
 }
 
 ThreadPool::ThreadPool(int n_threads) {
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
+  // Workers count jobs from the generation at construction: one that first runs after a job was published must still
+  // take part in it (the caller waits for every worker).
+  const uint32_t start = generation_.load();
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, start] { worker_loop(start); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -44,8 +47,7 @@ void ThreadPool::work_on_job() {
   }
 }
 
-void ThreadPool::worker_loop() {
-  uint32_t seen = generation_.load(std::memory_order_acquire);
+void ThreadPool::worker_loop(uint32_t seen) {
   for (;;) {
     // Spin briefly first: in the forward pass the next job follows within microseconds, far below the cost of a
     // futex sleep and wake-up. Then sleep until the generation changes.

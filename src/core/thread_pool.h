@@ -36,7 +36,7 @@ class ThreadPool {
   using TaskFn = void (*)(void* ctx, int task);
   void run_job(int n_tasks, TaskFn fn, void* ctx);
   void work_on_job();
-  void worker_loop();
+  void worker_loop(uint32_t seen);
 
   std::vector<std::thread> workers_;
   // The job being run: published by bumping generation_ after the fields are set.
