@@ -20,17 +20,20 @@
 #define ERNIE_KERNELS_MATMUL_SHARED_
 namespace ernie::matmul_detail {
 
-// A quantized activation row: cols int8 values (value = scale[b] * q[i] for i in block b), then one float scale per
-// 32-element block, padded to a multiple of 64 bytes so that rows start on cache lines. Values lie in [-127, 127].
+// A quantized activation row: int8 values (value = scale[b] * q[i] for i in block b), then one float scale per
+// 32-element block. Both are zero-padded to whole pairs of blocks, so that kernels reading two blocks at a time never
+// step outside the row, and rows start on cache lines. Values lie in [-127, 127].
 struct ActivationRows {
   const uint8_t* base;
   int cols;
 
-  static size_t stride(int cols) {
-    return (static_cast<size_t>(cols) + cols / kQuantBlock * sizeof(float) + 63) / 64 * 64;
-  }
+  static size_t values_bytes(int cols) { return (static_cast<size_t>(cols) + 63) / 64 * 64; }
+  static size_t scales_bytes(int cols) { return values_bytes(cols) / kQuantBlock * sizeof(float); }
+  static size_t stride(int cols) { return (values_bytes(cols) + scales_bytes(cols) + 63) / 64 * 64; }
   const int8_t* q(int t) const { return reinterpret_cast<const int8_t*>(base + t * stride(cols)); }
-  const float* scales(int t) const { return reinterpret_cast<const float*>(base + t * stride(cols) + cols); }
+  const float* scales(int t) const {
+    return reinterpret_cast<const float*>(base + t * stride(cols) + values_bytes(cols));
+  }
 };
 
 // Everything a tile kernel reads and writes. Output element (t, r) for r in the call's row range goes to
@@ -85,16 +88,8 @@ using matmul_detail::MatmulArgs;
 // sequence of operations: one vector accumulator, blocks in order, one final lane reduction, then the bias. So the
 // result never depends on the batch size, the tiling or the row range.
 
-struct Q8_0Blocks {
-  static constexpr size_t kBytes = sizeof(BlockQ8_0);
-  static PreparedBlock prepare(const uint8_t* block) { return PrepareQ8_0(block + 2); }
-};
-struct Q4_0Blocks {
-  static constexpr size_t kBytes = sizeof(BlockQ4_0);
-  static PreparedBlock prepare(const uint8_t* block) { return PrepareQ4_0(block + 2); }
-};
 template <class E>
-constexpr bool kIntegerBlocks = std::is_same_v<E, Q8_0Blocks> || std::is_same_v<E, Q4_0Blocks>;
+constexpr bool kIntegerBlocks = std::is_same_v<E, Q8_0Format> || std::is_same_v<E, Q4_0Format>;
 
 template <class D, int R, int T>
 HWY_INLINE void StoreTile(D d, const MatmulArgs& a, int r0, int t0, const hn::Vec<D> (&acc)[R][T]) {
@@ -157,10 +152,29 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
   StoreTile<decltype(df), R, T>(df, a, r0, t0, acc);
 }
 
-template <class E, int R, int T>
+// acc[i][j] += the products of `count` blocks from b on, for the tile's rows w[i] and tokens (xq[j], xs[j]).
+template <class F, int R, int T>
+HWY_INLINE void IntegerStep(const uint8_t* const (&w)[R], const int8_t* const (&xq)[T], const float* const (&xs)[T],
+                            int b, int count, hn::Vec<DotF> (&acc)[R][T]) {
+  const DotF df;
+  WeightGroup<F> wg[R];
+  hn::Vec<DotF> w_scale[R];
+  for (int i = 0; i < R; ++i) {
+    const uint8_t* block = w[i] + b * F::kBytes;
+    w_scale[i] = GroupScales(block, F::kBytes, count);
+    wg[i] = WeightGroup<F>::load(block, count);
+  }
+  for (int j = 0; j < T; ++j) {
+    const auto xg = ActivationGroup<F>::load(xq[j] + b * kQuantBlock, xs[j] + b);
+    for (int i = 0; i < R; ++i) {
+      acc[i][j] = hn::MulAdd(hn::ConvertTo(df, GroupDot(wg[i], xg)), hn::Mul(w_scale[i], xg.scale), acc[i][j]);
+    }
+  }
+}
+
+template <class F, int R, int T>
 HWY_NOINLINE void IntegerTile(const MatmulArgs& a, int r0, int t0) {
   const DotF df;
-  using V = hn::Vec<DotF>;
   const ActivationRows activations{a.xq, a.cols};
   const int blocks = a.cols / kQuantBlock;
   const uint8_t* w[R];
@@ -171,27 +185,13 @@ HWY_NOINLINE void IntegerTile(const MatmulArgs& a, int r0, int t0) {
     xq[j] = activations.q(t0 + j);
     xs[j] = activations.scales(t0 + j);
   }
-  V acc[R][T];
+  hn::Vec<DotF> acc[R][T];
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < T; ++j) acc[i][j] = hn::Zero(df);
   }
-  for (int b = 0; b < blocks; ++b) {
-    PreparedBlock wb[R];
-    V w_scale[R];
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* block = w[i] + b * E::kBytes;
-      w_scale[i] = hn::Set(df, LoadF16Scalar(block));
-      wb[i] = E::prepare(block);
-    }
-    for (int j = 0; j < T; ++j) {
-      const V x_scale = hn::Set(df, xs[j][b]);
-      const int8_t* xb = xq[j] + b * kQuantBlock;
-      for (int i = 0; i < R; ++i) {
-        const V dot = hn::ConvertTo(df, BlockDot(wb[i], xb));
-        acc[i][j] = hn::MulAdd(dot, hn::Mul(w_scale[i], x_scale), acc[i][j]);
-      }
-    }
-  }
+  int b = 0;
+  for (; b + kGroupBlocks <= blocks; b += kGroupBlocks) IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, acc);
+  if (b < blocks) IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, acc);  // a group cut short by the row's end
   StoreTile<DotF, R, T>(df, a, r0, t0, acc);
 }
 
@@ -210,10 +210,10 @@ constexpr int kTileTokens = 4;
 constexpr int kDecodeRows = 4;  // one token: four independent rows in flight hide the accumulation latency
 // Rows per tile with kTileTokens tokens: as many accumulators as the register file holds beside the weights.
 template <class E>
-constexpr int kTileRows = HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL ? (kIntegerBlocks<E> ? 2 : 4)
-                          : kIntegerBlocks<E>                                 ? 1
-                                                                              : 2;
-// Weight rows per cache block when several tokens share them: the block stays in L1 while every token tile passes.
+constexpr int kTileRows = HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL ? (kIntegerBlocks<E> ? 2 : 4) : 2;
+// Several tokens: the tokens are taken in chunks whose activations stay in L2, and for each chunk the weight rows in
+// blocks that stay in L1 while every token tile of the chunk passes over them.
+constexpr size_t kActivationChunkBytes = 256 * 1024;
 constexpr size_t kWeightBlockBytes = 24 * 1024;
 
 template <class E, int R, int T>
@@ -230,16 +230,21 @@ void MatmulRows(const MatmulArgs& a, int row_begin, int row_end) {
     return;
   }
   constexpr int R = kTileRows<E>;
-  const int block_rows = std::max<int>(R, static_cast<int>(kWeightBlockBytes / a.w_row_bytes) / R * R);
-  for (int r0 = row_begin; r0 < row_end; r0 += block_rows) {
-    const int r1 = std::min(row_end, r0 + block_rows);
-    int t0 = 0;
-    for (; t0 + kTileTokens <= a.n; t0 += kTileTokens) TileRows<E, R, kTileTokens>(a, r0, r1, t0);
-    switch (a.n - t0) {
-      case 3: TileRows<E, R, 3>(a, r0, r1, t0); break;
-      case 2: TileRows<E, R, 2>(a, r0, r1, t0); break;
-      case 1: TileRows<E, R, 1>(a, r0, r1, t0); break;
-      default: break;
+  const size_t token_bytes = kIntegerBlocks<E> ? ActivationRows::stride(a.cols) : a.cols * sizeof(float);
+  const int chunk_tokens = std::max<int>(kTileTokens, kActivationChunkBytes / token_bytes / kTileTokens * kTileTokens);
+  const int block_rows = std::max<int>(R, kWeightBlockBytes / a.w_row_bytes / R * R);
+  for (int c0 = 0; c0 < a.n; c0 += chunk_tokens) {
+    const int c1 = std::min(a.n, c0 + chunk_tokens);
+    for (int r0 = row_begin; r0 < row_end; r0 += block_rows) {
+      const int r1 = std::min(row_end, r0 + block_rows);
+      int t0 = c0;
+      for (; t0 + kTileTokens <= c1; t0 += kTileTokens) TileRows<E, R, kTileTokens>(a, r0, r1, t0);
+      switch (c1 - t0) {
+        case 3: TileRows<E, R, 3>(a, r0, r1, t0); break;
+        case 2: TileRows<E, R, 2>(a, r0, r1, t0); break;
+        case 1: TileRows<E, R, 1>(a, r0, r1, t0); break;
+        default: break;
+      }
     }
   }
 }
@@ -249,8 +254,8 @@ void Matmul(const MatmulArgs& a, int row_begin, int row_end) {
     case DType::F32: return MatmulRows<F32Elements>(a, row_begin, row_end);
     case DType::BF16: return MatmulRows<BF16Elements>(a, row_begin, row_end);
     case DType::F16: return MatmulRows<F16Elements>(a, row_begin, row_end);
-    case DType::Q8_0: return MatmulRows<Q8_0Blocks>(a, row_begin, row_end);
-    case DType::Q4_0: return MatmulRows<Q4_0Blocks>(a, row_begin, row_end);
+    case DType::Q8_0: return MatmulRows<Q8_0Format>(a, row_begin, row_end);
+    case DType::Q4_0: return MatmulRows<Q4_0Format>(a, row_begin, row_end);
   }
 }
 
@@ -288,8 +293,9 @@ void QuantizeRow(const float* x, int cols, uint8_t* row) {
   const hn::RebindToSigned<decltype(df)> di;
   const hn::Rebind<int8_t, decltype(df)> d8;
   const size_t lanes = hn::Lanes(df);
+  const size_t values = ActivationRows::values_bytes(cols);
   int8_t* q = reinterpret_cast<int8_t*>(row);
-  float* scales = reinterpret_cast<float*>(row + cols);
+  float* scales = reinterpret_cast<float*>(row + values);
   for (int b = 0; b < cols / kQuantBlock; ++b) {
     const float* v = x + b * kQuantBlock;
     auto magnitude = hn::Zero(df);
@@ -302,7 +308,9 @@ void QuantizeRow(const float* x, int cols, uint8_t* row) {
       hn::StoreU(hn::DemoteTo(d8, rounded), d8, q + b * kQuantBlock + i);
     }
   }
-  const size_t used = cols + cols / kQuantBlock * sizeof(float);
+  // Padding: zero values and zero scales, so that a padded block contributes exactly nothing.
+  std::memset(row + cols, 0, values - cols);
+  const size_t used = values + cols / kQuantBlock * sizeof(float);
   std::memset(row + used, 0, ActivationRows::stride(cols) - used);
 }
 
@@ -414,7 +422,7 @@ void quantize_input(const float* x, int cols, int row_begin, int row_end, uint8_
       float amax = 0.0f;
       for (int i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(v[i]));
       const float scale = amax / 127.0f;
-      std::memcpy(row + cols + b * sizeof(float), &scale, sizeof scale);
+      std::memcpy(row + ActivationRows::values_bytes(cols) + b * sizeof(float), &scale, sizeof scale);
       const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
       for (int i = 0; i < kQuantBlock; ++i)
         q[b * kQuantBlock + i] = static_cast<int8_t>(std::nearbyint(v[i] * inverse));

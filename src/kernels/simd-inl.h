@@ -1,6 +1,6 @@
 // Per-target SIMD building blocks shared by the kernels' Highway translation units: loading stored element types
 // as float32 vectors, the exact float32 -> F16/BF16 roundings of core/dtype.h, rounding as the ggml quantizers do,
-// and the int8 dot product of one 32-element block.
+// and the int8 dot products of ggml Q8_0/Q4_0 blocks.
 //
 // Included once per SIMD target from files that use hwy/foreach_target.h, hence the toggling include guard
 // (Highway's convention) instead of #pragma once.
@@ -20,9 +20,9 @@
 #include "hwy/highway.h"
 #include "kernels/quant.h"
 
-// x86 targets with AVX2 instructions get the int8 dot product from _mm256_maddubs_epi16, which Highway 1.0.3 has no
-// portable equivalent of; every other target (SSE4 and the emulated baseline on x86, NEON, SVE, ...) uses the
-// portable widening multiply. Both produce the same exact int32 sums.
+// x86 targets with AVX2 instructions get the int8 dot products from maddubs intrinsics (see GroupDot below); every
+// other target (SSE4 and the scalar baseline on x86, NEON, SVE, ...) uses the portable widening multiply. All produce
+// the same exact int32 sums.
 #undef ERNIE_X86_INT8_DOT
 #if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
 #define ERNIE_X86_INT8_DOT 1
@@ -159,94 +159,243 @@ HWY_INLINE hn::Vec<DF> RoundHalfAway(DF df, hn::Vec<DF> v) {
   return hn::Add(truncated, hn::IfThenElseZero(hn::Ge(fraction, hn::Set(df, 0.5f)), step));
 }
 
-// ---- int8 dot product of one 32-element block ----------------------------------------------------------------------
+// ---- int8 dot products of ggml blocks ----------------------------------------------------------------------------
 //
-// A weight block is "prepared" once (unpacked to int8 in [-128, 127]) and then multiplied by the activation block of
-// every token in a tile. BlockDot returns int32 lanes whose sum is the exact dot product; DotF is the float32 tag
-// with as many lanes. Activations must lie in [-127, 127] (quantize_input guarantees it): |w|·|x| pairs then never
-// saturate maddubs' int16 sums (2 · 128 · 127 < 2^15).
+// The integer matmuls walk a row kGroupBlocks blocks at a time (two on AVX-512, one elsewhere). A group of weights is
+// loaded and unpacked once (WeightGroup) and multiplied by the same group of every token in a tile
+// (ActivationGroup). GroupDot returns int32 lanes, each lane belonging to one block of the group, whose per-block sums
+// are the exact integer dot products; DotF is the float32 tag with the same lanes, and GroupScales puts each block's
+// scale on its lanes.
+//
+// Activations are int8 in [-127, 127] (quantize_input guarantees it), laid out so that a group can always be loaded
+// whole: the row's int8 values and its scales are zero-padded to whole groups. A weight group may be cut short at the
+// end of a row (`blocks` < kGroupBlocks); its missing blocks read as zero.
+//
+// x86 with AVX2 uses _mm256/_mm512_maddubs_epi16 (uint8 × int8 pairs summed in int16), which Highway 1.0.3 has no
+// portable equivalent of. Q8_0 weights move their signs onto the activations first (|w| ≤ 128, so a pair sum stays
+// below 2^15); Q4_0 nibbles are already unsigned: Σ(n-8)x is computed as Σ n·x − Σ 8·x, the second sum once per token.
 
-#if ERNIE_X86_INT8_DOT
+struct Q8_0Format {
+  static constexpr size_t kBytes = sizeof(BlockQ8_0);
+};
+struct Q4_0Format {
+  static constexpr size_t kBytes = sizeof(BlockQ4_0);
+};
 
+#if ERNIE_X86_INT8_DOT && HWY_TARGET != HWY_AVX2  // AVX-512: two blocks per 512-bit vector
+
+constexpr int kGroupBlocks = 2;
+using DotI = hn::Full512<int32_t>;
+using DotF = hn::Full512<float>;
+
+// Lanes 0-7 take value 0, lanes 8-15 value 1: per-block scales onto their int32 lanes.
+HWY_INLINE __m512 SpreadPair(__m128 pair) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0),
+                               _mm512_castps128_ps512(pair));
+}
+
+// The 32 bytes at p (+ stride) as the low (high) half; a missing block is zero.
+HWY_INLINE __m512i LoadPair(const uint8_t* p, size_t stride, int blocks) {
+  const __m512i first = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  if (blocks < 2) return first;
+  return _mm512_inserti64x4(first, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + stride)), 1);
+}
+
+HWY_INLINE hn::Vec<DotF> GroupScales(const uint8_t* block, size_t stride, int blocks) {
+  uint16_t first, second = 0;
+  std::memcpy(&first, block, 2);
+  if (blocks == 2) std::memcpy(&second, block + stride, 2);
+  return hn::Vec<DotF>{SpreadPair(_mm_cvtph_ps(_mm_cvtsi32_si128(first | (uint32_t{second} << 16))))};
+}
+
+template <class F>
+struct WeightGroup;
+template <class F>
+struct ActivationGroup;
+
+template <>
+struct WeightGroup<Q8_0Format> {
+  __m512i magnitude;  // |w|
+  __mmask64 negative;
+
+  static WeightGroup load(const uint8_t* block, int blocks) {
+    const __m512i w = LoadPair(block + 2, Q8_0Format::kBytes, blocks);
+    return {_mm512_abs_epi8(w), _mm512_movepi8_mask(w)};
+  }
+};
+template <>
+struct ActivationGroup<Q8_0Format> {
+  __m512i x;
+  hn::Vec<DotF> scale;
+
+  static ActivationGroup load(const int8_t* q, const float* scales) {
+    return {_mm512_loadu_si512(q),
+            hn::Vec<DotF>{SpreadPair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))))}};
+  }
+};
+HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q8_0Format>& w, const ActivationGroup<Q8_0Format>& a) {
+  const __m512i signed_x = _mm512_mask_sub_epi8(a.x, w.negative, _mm512_setzero_si512(), a.x);
+  return hn::Vec<DotI>{_mm512_madd_epi16(_mm512_maddubs_epi16(w.magnitude, signed_x), _mm512_set1_epi16(1))};
+}
+
+template <>
+struct WeightGroup<Q4_0Format> {
+  __m512i nibbles;  // in element order: block 0 elements 0-31, block 1 elements 0-31
+
+  static WeightGroup load(const uint8_t* block, int blocks) {
+    const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i second = blocks == 2
+                               ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + Q4_0Format::kBytes + 2))
+                               : _mm_setzero_si128();
+    const __m256i packed = _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
+    // [packed, packed >> 4] as 128-bit lanes (p0, p1, p0>>4, p1>>4), reordered to (p0, p0>>4, p1, p1>>4).
+    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1);
+    const __m512i ordered = _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0));
+    return {_mm512_and_si512(ordered, _mm512_set1_epi8(0x0f))};
+  }
+};
+template <>
+struct ActivationGroup<Q4_0Format> {
+  __m512i x;
+  __m512i eight_x;  // 8·(x[2i] + x[2i+1]) as int16
+  hn::Vec<DotF> scale;
+
+  static ActivationGroup load(const int8_t* q, const float* scales) {
+    const __m512i x = _mm512_loadu_si512(q);
+    return {x, _mm512_maddubs_epi16(_mm512_set1_epi8(8), x),
+            hn::Vec<DotF>{SpreadPair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))))}};
+  }
+};
+HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q4_0Format>& w, const ActivationGroup<Q4_0Format>& a) {
+  const __m512i pairs = _mm512_sub_epi16(_mm512_maddubs_epi16(w.nibbles, a.x), a.eight_x);
+  return hn::Vec<DotI>{_mm512_madd_epi16(pairs, _mm512_set1_epi16(1))};
+}
+
+#elif ERNIE_X86_INT8_DOT  // AVX2: one block per 256-bit vector
+
+constexpr int kGroupBlocks = 1;
 using DotI = hn::Full256<int32_t>;
 using DotF = hn::Full256<float>;
 
-struct PreparedBlock {
-  __m256i magnitude;  // |w| as uint8
-  __m256i w;          // w, whose signs are moved onto the activations
+HWY_INLINE hn::Vec<DotF> GroupScales(const uint8_t* block, size_t, int) {
+  return hn::Set(DotF(), LoadF16Scalar(block));
+}
+
+template <class F>
+struct WeightGroup;
+template <class F>
+struct ActivationGroup;
+
+template <>
+struct WeightGroup<Q8_0Format> {
+  __m256i magnitude;  // |w|
+  __m256i w;          // whose signs move onto the activations
+
+  static WeightGroup load(const uint8_t* block, int) {
+    const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+    return {_mm256_sign_epi8(w, w), w};
+  }
 };
+template <>
+struct ActivationGroup<Q8_0Format> {
+  __m256i x;
+  hn::Vec<DotF> scale;
 
-HWY_INLINE PreparedBlock PrepareBlock(__m256i w) {
-  return {_mm256_sign_epi8(w, w), w};
-}
-// ggml Q8_0: 32 int8 at q.
-HWY_INLINE PreparedBlock PrepareQ8_0(const uint8_t* q) {
-  return PrepareBlock(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
-}
-// ggml Q4_0: element i < 16 in the low nibble of q[i], element i >= 16 in the high nibble of q[i - 16]; minus 8.
-HWY_INLINE PreparedBlock PrepareQ4_0(const uint8_t* q) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-  const __m256i nibbles = _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-  return PrepareBlock(_mm256_sub_epi8(nibbles, _mm256_set1_epi8(8)));
-}
-
-HWY_INLINE hn::Vec<DotI> BlockDot(const PreparedBlock& w, const int8_t* x) {
-  const __m256i signed_x = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)), w.w);
-  const __m256i pairs = _mm256_maddubs_epi16(w.magnitude, signed_x);
+  static ActivationGroup load(const int8_t* q, const float* scales) {
+    return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), hn::Set(DotF(), scales[0])};
+  }
+};
+HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q8_0Format>& w, const ActivationGroup<Q8_0Format>& a) {
+  const __m256i pairs = _mm256_maddubs_epi16(w.magnitude, _mm256_sign_epi8(a.x, w.w));
   return hn::Vec<DotI>{_mm256_madd_epi16(pairs, _mm256_set1_epi16(1))};
 }
 
-#else  // portable
+template <>
+struct WeightGroup<Q4_0Format> {
+  __m256i nibbles;  // elements 0-31
 
-// Up to 8 elements per int16 vector (one on the scalar target); a block is kDotVectors of them.
+  static WeightGroup load(const uint8_t* block, int) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return {_mm256_and_si256(both, _mm256_set1_epi8(0x0f))};
+  }
+};
+template <>
+struct ActivationGroup<Q4_0Format> {
+  __m256i x;
+  __m256i eight_x;  // 8·(x[2i] + x[2i+1]) as int16
+  hn::Vec<DotF> scale;
+
+  static ActivationGroup load(const int8_t* q, const float* scales) {
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+    return {x, _mm256_maddubs_epi16(_mm256_set1_epi8(8), x), hn::Set(DotF(), scales[0])};
+  }
+};
+HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q4_0Format>& w, const ActivationGroup<Q4_0Format>& a) {
+  const __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(w.nibbles, a.x), a.eight_x);
+  return hn::Vec<DotI>{_mm256_madd_epi16(pairs, _mm256_set1_epi16(1))};
+}
+
+#else  // portable: one block as int16 vectors of up to 8 lanes (one on the scalar target)
+
+constexpr int kGroupBlocks = 1;
 using DotI16 = hn::CappedTag<int16_t, 8>;
 using DotI = hn::RepartitionToWide<DotI16>;
 using DotF = hn::Rebind<float, DotI>;
 constexpr size_t kDotLanes = HWY_MIN(8, HWY_LANES(int16_t));
 constexpr size_t kDotVectors = kQuantBlock / kDotLanes;
 
-struct PreparedBlock {
-  hn::Vec<DotI16> w[kDotVectors];
+HWY_INLINE hn::Vec<DotF> GroupScales(const uint8_t* block, size_t, int) {
+  return hn::Set(DotF(), LoadF16Scalar(block));
+}
+
+template <class F>
+struct WeightGroup {
+  hn::Vec<DotI16> w[kDotVectors];  // elements 0-31 as int16
+
+  static WeightGroup load(const uint8_t* block, int) {
+    const DotI16 d16;
+    WeightGroup group;
+    if constexpr (std::is_same_v<F, Q8_0Format>) {
+      const hn::Rebind<int8_t, DotI16> d8;
+      for (size_t v = 0; v < kDotVectors; ++v) {
+        group.w[v] = hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const int8_t*>(block + 2) + v * kDotLanes));
+      }
+    } else {
+      const hn::Rebind<uint8_t, DotI16> d8;
+      constexpr size_t kHalf = kQuantBlock / 2;
+      for (size_t v = 0; v < kDotVectors; ++v) {
+        const size_t element = v * kDotLanes;
+        const auto bytes =
+            hn::BitCast(d16, hn::PromoteTo(hn::RebindToUnsigned<DotI16>(), hn::LoadU(d8, block + 2 + element % kHalf)));
+        const auto nibbles = element < kHalf ? hn::And(bytes, hn::Set(d16, 0x0f)) : hn::ShiftRight<4>(bytes);
+        group.w[v] = hn::Sub(nibbles, hn::Set(d16, 8));
+      }
+    }
+    return group;
+  }
 };
+template <class F>
+struct ActivationGroup {
+  const int8_t* x;
+  hn::Vec<DotF> scale;
 
-HWY_INLINE PreparedBlock PrepareQ8_0(const uint8_t* q) {
-  const DotI16 d16;
-  const hn::Rebind<int8_t, DotI16> d8;
-  PreparedBlock block;
-  for (size_t v = 0; v < kDotVectors; ++v) {
-    block.w[v] = hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const int8_t*>(q) + v * kDotLanes));
-  }
-  return block;
-}
-HWY_INLINE PreparedBlock PrepareQ4_0(const uint8_t* q) {
-  const DotI16 d16;
-  const hn::Rebind<uint8_t, DotI16> d8;
-  constexpr size_t kHalf = kQuantBlock / 2;
-  PreparedBlock block;
-  for (size_t v = 0; v < kDotVectors; ++v) {
-    const size_t element = v * kDotLanes;
-    const auto bytes =
-        hn::BitCast(d16, hn::PromoteTo(hn::RebindToUnsigned<DotI16>(), hn::LoadU(d8, q + element % kHalf)));
-    const auto nibbles = element < kHalf ? hn::And(bytes, hn::Set(d16, 0x0f)) : hn::ShiftRight<4>(bytes);
-    block.w[v] = hn::Sub(nibbles, hn::Set(d16, 8));
-  }
-  return block;
-}
-
-HWY_INLINE hn::Vec<DotI> BlockDot(const PreparedBlock& w, const int8_t* x) {
+  static ActivationGroup load(const int8_t* q, const float* scales) { return {q, hn::Set(DotF(), scales[0])}; }
+};
+template <class F>
+HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<F>& w, const ActivationGroup<F>& a) {
   const DotI16 d16;
   const hn::Rebind<int8_t, DotI16> d8;
   const DotI d32;
   auto sum0 = hn::Zero(d32), sum1 = hn::Zero(d32);
   for (size_t v = 0; v < kDotVectors; ++v) {
-    const auto x16 = hn::PromoteTo(d16, hn::LoadU(d8, x + v * kDotLanes));
+    const auto x16 = hn::PromoteTo(d16, hn::LoadU(d8, a.x + v * kDotLanes));
     sum0 = hn::ReorderWidenMulAccumulate(d32, w.w[v], x16, sum0, sum1);
   }
   return hn::RearrangeToOddPlusEven(sum0, sum1);
 }
 
-#endif  // ERNIE_X86_INT8_DOT
+#endif
 
 // ---- Normalization ------------------------------------------------------------------------------------------------
 
