@@ -76,6 +76,7 @@ inline MatmulArgs make_args(float* out, const MatmulInput& in, const WeightMatri
 #endif  // ERNIE_KERNELS_MATMUL_SHARED_
 
 HWY_BEFORE_NAMESPACE();
+ERNIE_ENABLE_VNNI
 namespace ernie::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using matmul_detail::ActivationRows;
@@ -158,16 +159,11 @@ HWY_INLINE void IntegerStep(const uint8_t* const (&w)[R], const int8_t* const (&
                             int b, int count, hn::Vec<DotF> (&acc)[R][T]) {
   const DotF df;
   WeightGroup<F> wg[R];
-  hn::Vec<DotF> w_scale[R];
-  for (int i = 0; i < R; ++i) {
-    const uint8_t* block = w[i] + b * F::kBytes;
-    w_scale[i] = GroupScales(block, F::kBytes, count);
-    wg[i] = WeightGroup<F>::load(block, count);
-  }
+  for (int i = 0; i < R; ++i) wg[i] = WeightGroup<F>::load(w[i] + b * F::kBytes, count);
   for (int j = 0; j < T; ++j) {
     const auto xg = ActivationGroup<F>::load(xq[j] + b * kQuantBlock, xs[j] + b);
     for (int i = 0; i < R; ++i) {
-      acc[i][j] = hn::MulAdd(hn::ConvertTo(df, GroupDot(wg[i], xg)), hn::Mul(w_scale[i], xg.scale), acc[i][j]);
+      acc[i][j] = hn::MulAdd(hn::ConvertTo(df, GroupDot(wg[i], xg)), hn::Mul(wg[i].scale, xg.scale), acc[i][j]);
     }
   }
 }

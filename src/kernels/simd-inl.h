@@ -39,6 +39,20 @@
 #define ERNIE_NATIVE_F16 0
 #endif
 
+// AVX3_DL with GCC uses VNNI's vpdpbusd (uint8 × int8 quadruples summed into int32, no saturation). Highway 1.0.3
+// compiles AVX3_DL for "avxvnni" (the VEX form, absent from e.g. Ice Lake) although it selects the target by the
+// CPU's AVX512-VNNI; the integer-dot helpers below enable the EVEX form, and so must the per-target code calling
+// them: ERNIE_ENABLE_VNNI right after HWY_BEFORE_NAMESPACE() (undone by HWY_AFTER_NAMESPACE()).
+#undef ERNIE_VNNI
+#undef ERNIE_ENABLE_VNNI
+#if HWY_ARCH_X86 && HWY_TARGET == HWY_AVX3_DL && HWY_COMPILER_GCC_ACTUAL
+#define ERNIE_VNNI 1
+#define ERNIE_ENABLE_VNNI _Pragma("GCC target(\"avx512vnni\")")
+#else
+#define ERNIE_VNNI 0
+#define ERNIE_ENABLE_VNNI
+#endif
+
 HWY_BEFORE_NAMESPACE();
 namespace ernie::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
@@ -164,16 +178,22 @@ HWY_INLINE hn::Vec<DF> RoundHalfAway(DF df, hn::Vec<DF> v) {
 // The integer matmuls walk a row kGroupBlocks blocks at a time (two on AVX-512, one elsewhere). A group of weights is
 // loaded and unpacked once (WeightGroup) and multiplied by the same group of every token in a tile
 // (ActivationGroup). GroupDot returns int32 lanes, each lane belonging to one block of the group, whose per-block sums
-// are the exact integer dot products; DotF is the float32 tag with the same lanes, and GroupScales puts each block's
+// are the exact integer dot products; DotF is the float32 tag with the same lanes, and both groups carry each block's
 // scale on its lanes.
 //
 // Activations are int8 in [-127, 127] (quantize_input guarantees it), laid out so that a group can always be loaded
 // whole: the row's int8 values and its scales are zero-padded to whole groups. A weight group may be cut short at the
 // end of a row (`blocks` < kGroupBlocks); its missing blocks read as zero.
 //
-// x86 with AVX2 uses _mm256/_mm512_maddubs_epi16 (uint8 × int8 pairs summed in int16), which Highway 1.0.3 has no
-// portable equivalent of. Q8_0 weights move their signs onto the activations first (|w| ≤ 128, so a pair sum stays
-// below 2^15); Q4_0 nibbles are already unsigned: Σ(n-8)x is computed as Σ n·x − Σ 8·x, the second sum once per token.
+// x86 uses instructions Highway 1.0.3 has no portable equivalent of: vpdpbusd (AVX512-VNNI) on AVX3_DL, else
+// maddubs (uint8 × int8 pairs summed in int16). With maddubs, Q8_0 weights move their signs onto the activations
+// (|w| ≤ 128, so a pair sum stays below 2^15); Q4_0 nibbles are already unsigned: Σ(n-8)x is computed as
+// Σ n·x − Σ 8·x, the second sum once per token and group.
+
+#if ERNIE_VNNI
+#pragma GCC push_options
+ERNIE_ENABLE_VNNI
+#endif
 
 struct Q8_0Format {
   static constexpr size_t kBytes = sizeof(BlockQ8_0);
@@ -194,19 +214,85 @@ HWY_INLINE __m512 SpreadPair(__m128 pair) {
                                _mm512_castps128_ps512(pair));
 }
 
-// The 32 bytes at p (+ stride) as the low (high) half; a missing block is zero.
-HWY_INLINE __m512i LoadPair(const uint8_t* p, size_t stride, int blocks) {
-  const __m512i first = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  if (blocks < 2) return first;
-  return _mm512_inserti64x4(first, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + stride)), 1);
+HWY_INLINE hn::Vec<DotF> ActivationScales(const float* scales) {
+  return hn::Vec<DotF>{SpreadPair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))))};
 }
 
-HWY_INLINE hn::Vec<DotF> GroupScales(const uint8_t* block, size_t stride, int blocks) {
-  uint16_t first, second = 0;
-  std::memcpy(&first, block, 2);
-  if (blocks == 2) std::memcpy(&second, block + stride, 2);
-  return hn::Vec<DotF>{SpreadPair(_mm_cvtph_ps(_mm_cvtsi32_si128(first | (uint32_t{second} << 16))))};
+// The int8 weights of a group (Q8_0 values, or Q4_0 nibbles in [0, 15]) in element order, block 0 then block 1, and
+// each block's scale on its lanes. A whole pair's first 64 bytes hold both scales (words 0 and kBytes/2) and, for
+// Q4_0, both blocks entirely, so word permutations of one load gather them (masked to the pair's bytes: a masked
+// load cannot fault past the end of the weights). A pair cut short at the row's end reads only its one block,
+// leaving zeros.
+template <class F>
+HWY_INLINE __m512i LoadWeights(const uint8_t* block, int blocks, hn::Vec<DotF>& scale) {
+  constexpr uint16_t kSecond = F::kBytes / 2;
+  constexpr __mmask64 kPairBytes = 2 * F::kBytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << (2 * F::kBytes)) - 1;
+  if (blocks == 2) {
+    const __m512i head = _mm512_maskz_loadu_epi8(kPairBytes, block);
+    alignas(64) static constexpr uint16_t kScales[32] = {
+        0, 0, 0, 0, 0, 0, 0, 0, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond};
+    const __m512i halves = _mm512_permutexvar_epi16(_mm512_load_si512(kScales), head);
+    scale = hn::Vec<DotF>{_mm512_cvtph_ps(_mm512_castsi512_si256(halves))};
+    if constexpr (std::is_same_v<F, Q8_0Format>) {
+      const __m512i first = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2)));
+      return _mm512_inserti64x4(first, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + F::kBytes + 2)), 1);
+    } else {
+      // 128-bit lanes (p0, p0, p1, p1) of packed nibbles; the high nibbles of lanes 1 and 3 shifted down.
+      alignas(64) static constexpr uint16_t kPacked[32] = {1,  2,  3,  4,  5,  6,  7,  8,  1,  2,  3,
+                                                           4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15,
+                                                           16, 17, 10, 11, 12, 13, 14, 15, 16, 17};
+      const __m512i packed = _mm512_permutexvar_epi16(_mm512_load_si512(kPacked), head);
+      return _mm512_and_si512(_mm512_mask_srli_epi16(packed, 0xff00ff00, packed, 4), _mm512_set1_epi8(0x0f));
+    }
+  }
+  uint16_t bits;
+  std::memcpy(&bits, block, 2);
+  scale = hn::Vec<DotF>{SpreadPair(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))};
+  if constexpr (std::is_same_v<F, Q8_0Format>) {
+    return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2)));
+  } else {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm512_zextsi256_si512(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)));
+  }
 }
+
+#if ERNIE_VNNI
+
+// Both formats as unsigned weights u = w + offset (Q8_0: w xor 0x80 = w + 128; Q4_0: the nibble, w + 8):
+// Σ w·x = Σ u·x − offset·Σ x, the second sum once per token and group, folded into vpdpbusd's accumulator.
+template <class F>
+struct WeightGroup {
+  __m512i unsigned_w;
+  hn::Vec<DotF> scale;
+
+  static WeightGroup load(const uint8_t* block, int blocks) {
+    WeightGroup group;
+    const __m512i w = LoadWeights<F>(block, blocks, group.scale);
+    group.unsigned_w =
+        std::is_same_v<F, Q8_0Format> ? _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80))) : w;
+    return group;
+  }
+};
+template <class F>
+struct ActivationGroup {
+  __m512i x;
+  __m512i minus_offset_x;  // −offset · (sum of the 4 activations of each int32 lane)
+  hn::Vec<DotF> scale;
+
+  static ActivationGroup load(const int8_t* q, const float* scales) {
+    const __m512i x = _mm512_loadu_si512(q);
+    const char offset = std::is_same_v<F, Q8_0Format> ? static_cast<char>(0x80) : 8;
+    const __m512i offset_x = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(offset), x);
+    return {x, _mm512_sub_epi32(_mm512_setzero_si512(), offset_x), ActivationScales(scales)};
+  }
+};
+template <class F>
+HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<F>& w, const ActivationGroup<F>& a) {
+  return hn::Vec<DotI>{_mm512_dpbusd_epi32(a.minus_offset_x, w.unsigned_w, a.x)};
+}
+
+#else  // AVX-512 without VNNI: maddubs
 
 template <class F>
 struct WeightGroup;
@@ -217,10 +303,14 @@ template <>
 struct WeightGroup<Q8_0Format> {
   __m512i magnitude;  // |w|
   __mmask64 negative;
+  hn::Vec<DotF> scale;
 
   static WeightGroup load(const uint8_t* block, int blocks) {
-    const __m512i w = LoadPair(block + 2, Q8_0Format::kBytes, blocks);
-    return {_mm512_abs_epi8(w), _mm512_movepi8_mask(w)};
+    WeightGroup group;
+    const __m512i w = LoadWeights<Q8_0Format>(block, blocks, group.scale);
+    group.magnitude = _mm512_abs_epi8(w);
+    group.negative = _mm512_movepi8_mask(w);
+    return group;
   }
 };
 template <>
@@ -229,8 +319,7 @@ struct ActivationGroup<Q8_0Format> {
   hn::Vec<DotF> scale;
 
   static ActivationGroup load(const int8_t* q, const float* scales) {
-    return {_mm512_loadu_si512(q),
-            hn::Vec<DotF>{SpreadPair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))))}};
+    return {_mm512_loadu_si512(q), ActivationScales(scales)};
   }
 };
 HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q8_0Format>& w, const ActivationGroup<Q8_0Format>& a) {
@@ -240,18 +329,13 @@ HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q8_0Format>& w, const Activa
 
 template <>
 struct WeightGroup<Q4_0Format> {
-  __m512i nibbles;  // in element order: block 0 elements 0-31, block 1 elements 0-31
+  __m512i nibbles;
+  hn::Vec<DotF> scale;
 
   static WeightGroup load(const uint8_t* block, int blocks) {
-    const __m128i first = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-    const __m128i second = blocks == 2
-                               ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + Q4_0Format::kBytes + 2))
-                               : _mm_setzero_si128();
-    const __m256i packed = _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
-    // [packed, packed >> 4] as 128-bit lanes (p0, p1, p0>>4, p1>>4), reordered to (p0, p0>>4, p1, p1>>4).
-    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1);
-    const __m512i ordered = _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0));
-    return {_mm512_and_si512(ordered, _mm512_set1_epi8(0x0f))};
+    WeightGroup group;
+    group.nibbles = LoadWeights<Q4_0Format>(block, blocks, group.scale);
+    return group;
   }
 };
 template <>
@@ -262,8 +346,7 @@ struct ActivationGroup<Q4_0Format> {
 
   static ActivationGroup load(const int8_t* q, const float* scales) {
     const __m512i x = _mm512_loadu_si512(q);
-    return {x, _mm512_maddubs_epi16(_mm512_set1_epi8(8), x),
-            hn::Vec<DotF>{SpreadPair(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(scales))))}};
+    return {x, _mm512_maddubs_epi16(_mm512_set1_epi8(8), x), ActivationScales(scales)};
   }
 };
 HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q4_0Format>& w, const ActivationGroup<Q4_0Format>& a) {
@@ -271,15 +354,13 @@ HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q4_0Format>& w, const Activa
   return hn::Vec<DotI>{_mm512_madd_epi16(pairs, _mm512_set1_epi16(1))};
 }
 
+#endif  // ERNIE_VNNI
+
 #elif ERNIE_X86_INT8_DOT  // AVX2: one block per 256-bit vector
 
 constexpr int kGroupBlocks = 1;
 using DotI = hn::Full256<int32_t>;
 using DotF = hn::Full256<float>;
-
-HWY_INLINE hn::Vec<DotF> GroupScales(const uint8_t* block, size_t, int) {
-  return hn::Set(DotF(), LoadF16Scalar(block));
-}
 
 template <class F>
 struct WeightGroup;
@@ -290,10 +371,11 @@ template <>
 struct WeightGroup<Q8_0Format> {
   __m256i magnitude;  // |w|
   __m256i w;          // whose signs move onto the activations
+  hn::Vec<DotF> scale;
 
   static WeightGroup load(const uint8_t* block, int) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
-    return {_mm256_sign_epi8(w, w), w};
+    return {_mm256_sign_epi8(w, w), w, hn::Set(DotF(), LoadF16Scalar(block))};
   }
 };
 template <>
@@ -313,11 +395,12 @@ HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<Q8_0Format>& w, const Activa
 template <>
 struct WeightGroup<Q4_0Format> {
   __m256i nibbles;  // elements 0-31
+  hn::Vec<DotF> scale;
 
   static WeightGroup load(const uint8_t* block, int) {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
     const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-    return {_mm256_and_si256(both, _mm256_set1_epi8(0x0f))};
+    return {_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), hn::Set(DotF(), LoadF16Scalar(block))};
   }
 };
 template <>
@@ -345,17 +428,15 @@ using DotF = hn::Rebind<float, DotI>;
 constexpr size_t kDotLanes = HWY_MIN(8, HWY_LANES(int16_t));
 constexpr size_t kDotVectors = kQuantBlock / kDotLanes;
 
-HWY_INLINE hn::Vec<DotF> GroupScales(const uint8_t* block, size_t, int) {
-  return hn::Set(DotF(), LoadF16Scalar(block));
-}
-
 template <class F>
 struct WeightGroup {
   hn::Vec<DotI16> w[kDotVectors];  // elements 0-31 as int16
+  hn::Vec<DotF> scale;
 
   static WeightGroup load(const uint8_t* block, int) {
     const DotI16 d16;
     WeightGroup group;
+    group.scale = hn::Set(DotF(), LoadF16Scalar(block));
     if constexpr (std::is_same_v<F, Q8_0Format>) {
       const hn::Rebind<int8_t, DotI16> d8;
       for (size_t v = 0; v < kDotVectors; ++v) {
@@ -395,6 +476,10 @@ HWY_INLINE hn::Vec<DotI> GroupDot(const WeightGroup<F>& w, const ActivationGroup
   return hn::RearrangeToOddPlusEven(sum0, sum1);
 }
 
+#endif
+
+#if ERNIE_VNNI
+#pragma GCC pop_options
 #endif
 
 // ---- Normalization ------------------------------------------------------------------------------------------------
