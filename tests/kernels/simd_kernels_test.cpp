@@ -465,7 +465,9 @@ TEST(MatmulParallel, SeveralMatricesInOneJob) {
 TEST(Attention, F16CacheMatchesDoublePrecision) {
   for_each_simd_target([] {
     Random rnd(110);
-    for (const AttentionShape shape : {AttentionShape{4, 2, 16}, AttentionShape{16, 2, 64}, AttentionShape{3, 1, 5}}) {
+    // 8 and 16 query heads per kv head (more than one pass of head lanes), 3 per kv head, odd head sizes.
+    for (const AttentionShape shape : {AttentionShape{4, 2, 16}, AttentionShape{16, 2, 64}, AttentionShape{3, 1, 5},
+                                       AttentionShape{16, 1, 8}, AttentionShape{6, 2, 33}}) {
       for (const auto& [n_queries, first_pos] : {std::pair{1, 0}, std::pair{1, 40}, std::pair{6, 27}}) {
         SCOPED_TRACE("head_dim " + std::to_string(shape.head_dim) + " queries " + std::to_string(n_queries) +
                      " first_pos " + std::to_string(first_pos));
