@@ -42,8 +42,15 @@ struct MatmulInput {
 
 // Bytes quantize_input writes for n rows of cols (cols a multiple of 32).
 size_t quantized_input_bytes(int n, int cols);
-// Quantizes rows [row_begin, row_end) of x [*, cols] into out (laid out for all rows, as quantized_input_bytes).
+// Quantizes rows [row_begin, row_end) of x [*, cols] into out (laid out for all rows, as quantized_input_bytes): per
+// 32-element block, scale = max|x| / 127 and q = x * (127 / max|x|) rounded to nearest even, so |q| <= 127.
 void quantize_input(const float* x, int cols, int row_begin, int row_end, uint8_t* out);
+
+// rmsnorm (ops.h) of rows [row_begin, row_end) of x [*, cols] into out, and, unless quantized is null, those rows of
+// out quantized into `quantized` as quantize_input does, in one pass over each row. Bit-identical to rmsnorm followed
+// by quantize_input. out may alias x.
+void rmsnorm_quantize_input(float* out, uint8_t* quantized, const float* x, const float* weight, int cols, float eps,
+                            int row_begin, int row_end);
 
 // out[t, r] = sum_c x[t, c] * W[r, c] + bias[r] for t < in.n and r in [row_begin, row_end); out is [in.n, W.rows]
 // and only the given rows are written; bias is [W.rows] or null.
@@ -69,9 +76,12 @@ void matmul_parallel(ThreadPool& pool, const MatmulInput& in, std::span<const Ma
 // Widens row r of W into out[W.cols] as float32 (embedding lookup).
 void read_row(float* out, const WeightMatrix& w, int64_t r);
 
-// The scalar definitions the fast kernels are tested against.
+// The scalar definitions the fast kernels are tested against (slow; they allocate).
 namespace reference {
+void quantize_input(const float* x, int cols, int row_begin, int row_end, uint8_t* out);
 void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end);
+void matmul_swiglu(float* out, const MatmulInput& in, const WeightMatrix& gate, const float* gate_bias,
+                   const WeightMatrix& up, const float* up_bias, int row_begin, int row_end);
 }  // namespace reference
 
 }  // namespace ernie

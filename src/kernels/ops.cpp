@@ -1,40 +1,109 @@
 #include "kernels/ops.h"
 
-#include <algorithm>
-#include <cmath>
+#include <cstddef>
 
+// Compiled once per SIMD target; the public functions at the end dispatch to the best one.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/ops.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/simd-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace ernie::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+void RmsNorm(float* out, const float* x, const float* weight, int rows, int n, float eps) {
+  for (int r = 0; r < rows; ++r)
+    RmsNormRow(out + static_cast<ptrdiff_t>(r) * n, x + static_cast<ptrdiff_t>(r) * n, weight, n, eps);
+}
+
+// Applies fn to n elements as full vectors; the tail goes through a zero-padded vector so that every element, tail or
+// not, gets the same arithmetic.
+template <class Fn>
+HWY_INLINE void ForEachVector(int n, Fn&& fn) {
+  const hn::ScalableTag<float> df;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  int i = 0;
+  for (; i + lanes <= n; i += lanes) fn(i, lanes);
+  if (i < n) fn(i, n - i);
+}
+
+// Loads count <= Lanes(df) floats; the lanes past count are zero.
+template <class DF>
+HWY_INLINE hn::Vec<DF> LoadPart(DF df, const float* p, int count) {
+  if (count == static_cast<int>(hn::Lanes(df))) return hn::LoadU(df, p);
+  HWY_ALIGN float buffer[HWY_MAX_BYTES / sizeof(float)] = {};
+  for (int i = 0; i < count; ++i) buffer[i] = p[i];
+  return hn::Load(df, buffer);
+}
+template <class DF>
+HWY_INLINE void StorePart(DF df, hn::Vec<DF> v, float* p, int count) {
+  if (count == static_cast<int>(hn::Lanes(df))) return hn::StoreU(v, df, p);
+  HWY_ALIGN float buffer[HWY_MAX_BYTES / sizeof(float)];
+  hn::Store(v, df, buffer);
+  for (int i = 0; i < count; ++i) p[i] = buffer[i];
+}
+
+void Softmax(float* x, int n) {
+  const hn::ScalableTag<float> df;
+  auto max = hn::Set(df, -HUGE_VALF);
+  ForEachVector(n, [&](int i, int count) HWY_ATTR {
+    max = hn::Max(max, hn::IfThenElse(hn::FirstN(df, count), LoadPart(df, x + i, count), hn::Set(df, -HUGE_VALF)));
+  });
+  const auto m = hn::MaxOfLanes(df, max);
+  auto sum = hn::Zero(df);
+  ForEachVector(n, [&](int i, int count) HWY_ATTR {
+    const auto e = hn::IfThenElseZero(hn::FirstN(df, count), hn::Exp(df, hn::Sub(LoadPart(df, x + i, count), m)));
+    sum = hn::Add(sum, e);
+    StorePart(df, e, x + i, count);
+  });
+  const auto inverse = hn::Div(hn::Set(df, 1.0f), hn::SumOfLanes(df, sum));
+  ForEachVector(
+      n, [&](int i, int count) HWY_ATTR { StorePart(df, hn::Mul(LoadPart(df, x + i, count), inverse), x + i, count); });
+}
+
+void Swiglu(float* out, const float* gate, const float* up, int n) {
+  const hn::ScalableTag<float> df;
+  ForEachVector(n, [&](int i, int count) HWY_ATTR {
+    const auto g = LoadPart(df, gate + i, count), u = LoadPart(df, up + i, count);
+    StorePart(df, hn::Mul(Silu(df, g), u), out + i, count);
+  });
+}
+
+void AddInplace(float* x, const float* y, int n) {
+  const hn::ScalableTag<float> df;
+  ForEachVector(n, [&](int i, int count) HWY_ATTR {
+    StorePart(df, hn::Add(LoadPart(df, x + i, count), LoadPart(df, y + i, count)), x + i, count);
+  });
+}
+
+}  // namespace ernie::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 namespace ernie {
 
+HWY_EXPORT(RmsNorm);
+HWY_EXPORT(Softmax);
+HWY_EXPORT(Swiglu);
+HWY_EXPORT(AddInplace);
+
 void rmsnorm(float* out, const float* x, const float* weight, int rows, int n, float eps) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<long>(r) * n;
-    float* outr = out + static_cast<long>(r) * n;
-    // A double sum keeps the mean of squares independent of summation order, so our result stays within float
-    // rounding of the reference whatever order it reduced in.
-    double sum_sq = 0.0;
-    for (int i = 0; i < n; ++i) sum_sq += static_cast<double>(xr[i]) * xr[i];
-    const float inv_rms = 1.0f / std::sqrt(static_cast<float>(sum_sq / n) + eps);
-    for (int i = 0; i < n; ++i) outr[i] = weight[i] * (xr[i] * inv_rms);
-  }
+  HWY_DYNAMIC_DISPATCH(RmsNorm)(out, x, weight, rows, n, eps);
 }
 
 void softmax(float* x, int n) {
-  const float max = *std::max_element(x, x + n);
-  float sum = 0.0f;
-  for (int i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - max);
-    sum += x[i];
-  }
-  const float inv = 1.0f / sum;
-  for (int i = 0; i < n; ++i) x[i] *= inv;
+  HWY_DYNAMIC_DISPATCH(Softmax)(x, n);
 }
 
 void swiglu(float* out, const float* gate, const float* up, int n) {
-  for (int i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  HWY_DYNAMIC_DISPATCH(Swiglu)(out, gate, up, n);
 }
 
 void add_inplace(float* x, const float* y, int n) {
-  for (int i = 0; i < n; ++i) x[i] += y[i];
+  HWY_DYNAMIC_DISPATCH(AddInplace)(x, y, n);
 }
 
 }  // namespace ernie
+#endif  // HWY_ONCE

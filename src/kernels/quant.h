@@ -1,5 +1,5 @@
 // Weight formats stored in blocks (ggml's Q8_0 and Q4_0, bit for bit) and conversion of float rows to and from
-// every stored dtype. These are the reference definitions: the SIMD matmuls are tested against them.
+// every stored dtype. The SIMD conversions write exactly the bytes of the scalar definitions in namespace reference.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +24,19 @@ struct BlockQ4_0 {
 static_assert(sizeof(BlockQ8_0) == dtype_block_bytes(DType::Q8_0));
 static_assert(sizeof(BlockQ4_0) == dtype_block_bytes(DType::Q4_0));
 
-// Writes n floats (n a multiple of the dtype's block) as dtype into out (dtype_row_bytes(dtype, n) bytes), rounding
-// as ggml's reference quantizers and torch's casts do: Q8_0 scale = max|x| / 127, q = round(x / scale); Q4_0 scale =
-// (the value of largest magnitude) / -8, q = min(15, trunc(x / scale + 8.5)).
+// Writes n floats (n a multiple of the dtype's block) as dtype into out (dtype_row_bytes(dtype, n) bytes; any
+// alignment), rounding as ggml's reference quantizers and torch's casts do: Q8_0 scale = max|x| / 127, q = round(x /
+// scale); Q4_0 scale = (the value of largest magnitude) / -8, q = min(15, trunc(x / scale + 8.5)). Rows are
+// independent: call it from several threads on different rows (about 1 GB/s of input per core for the block types).
 void quantize_row(DType dtype, const float* x, uint8_t* out, int64_t n);
 
 // Widens n elements of dtype (possibly unaligned) into float32.
 void dequantize_row(DType dtype, const uint8_t* in, float* out, int64_t n);
+
+// Both conversions as scalar code: the definitions the fast ones are tested against.
+namespace reference {
+void quantize_row(DType dtype, const float* x, uint8_t* out, int64_t n);
+void dequantize_row(DType dtype, const uint8_t* in, float* out, int64_t n);
+}  // namespace reference
 
 }  // namespace ernie

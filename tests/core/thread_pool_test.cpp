@@ -27,6 +27,17 @@ TEST(ThreadPool, RunsEveryTaskOnceInManyJobs) {
   }
 }
 
+// A job published before a worker thread has first run must still complete: the caller waits for every worker, so
+// a worker that missed the job's announcement would hang it.
+TEST(ThreadPool, JobRightAfterConstructionCompletes) {
+  for (int i = 0; i < 200; ++i) {
+    ThreadPool pool(3);
+    std::atomic<int> done{0};
+    pool.run(16, [&](int) { done.fetch_add(1); });
+    ASSERT_EQ(done.load(), 16);
+  }
+}
+
 TEST(ThreadPool, UsesItsWorkers) {
   ThreadPool pool(3);
   std::mutex mutex;

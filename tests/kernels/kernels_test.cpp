@@ -13,6 +13,7 @@
 
 #include "core/dtype.h"
 #include "kernels/attention.h"
+#include "kernels/kernel_test_support.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/rope.h"
@@ -20,21 +21,8 @@
 namespace ernie {
 namespace {
 
-// Uniform in [lo, hi) from the top 24 bits of the generator: every value is lo + k·(hi-lo)·2^-24.
-class Random {
- public:
-  explicit Random(uint32_t seed) : rng_(seed) {}
-  float uniform(float lo, float hi) { return lo + (hi - lo) * static_cast<float>(rng_() >> 8) * 0x1p-24f; }
-  std::vector<float> vector(size_t n, float lo = -1.0f, float hi = 1.0f) {
-    std::vector<float> v(n);
-    for (auto& x : v) x = uniform(lo, hi);
-    return v;
-  }
-  uint32_t bits() { return rng_(); }
-
- private:
-  std::mt19937 rng_;
-};
+using testing::for_each_simd_target;
+using testing::Random;
 
 // Independent decoders: bf16 is the top half of a float32; binary16 from its sign/exponent/mantissa fields.
 double decode_bf16(uint16_t bits) {
@@ -147,104 +135,116 @@ void check_matmul(const MatmulCase& c, Random& rnd) {
 }
 
 TEST(Matmul, MatchesReferenceForEveryDtypeAndAwkwardSize) {
-  Random rnd(7);
-  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
-    for (int cols : {1, 7, 13, 67, 129, 1000}) {
-      for (int rows : {1, 3, 17}) {
-        for (int n_tokens : {1, 5}) {
-          for (bool bias : {false, true}) {
-            check_matmul({dtype, rows, cols, n_tokens, bias, 0, rows, 0}, rnd);
-            if (::testing::Test::HasFatalFailure()) return;
+  for_each_simd_target([&] {
+    Random rnd(7);
+    for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+      for (int cols : {1, 7, 13, 67, 129, 1000}) {
+        for (int rows : {1, 3, 17}) {
+          for (int n_tokens : {1, 5}) {
+            for (bool bias : {false, true}) {
+              check_matmul({dtype, rows, cols, n_tokens, bias, 0, rows, 0}, rnd);
+              if (::testing::Test::HasFatalFailure()) return;
+            }
           }
         }
       }
     }
-  }
+  });
 }
 
 TEST(Matmul, RowSubRangeLeavesOtherRowsUntouched) {
-  Random rnd(8);
-  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
-    for (int cols : {1, 13, 129}) {
-      for (bool bias : {false, true}) {
-        check_matmul({dtype, 17, cols, 5, bias, 3, 11, 0}, rnd);
-        check_matmul({dtype, 17, cols, 1, bias, 16, 17, 0}, rnd);  // the last row alone
-        check_matmul({dtype, 17, cols, 5, bias, 0, 1, 0}, rnd);    // the first row alone
-        check_matmul({dtype, 17, cols, 5, bias, 9, 9, 0}, rnd);    // empty range: nothing written
-        if (::testing::Test::HasFatalFailure()) return;
+  for_each_simd_target([&] {
+    Random rnd(8);
+    for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+      for (int cols : {1, 13, 129}) {
+        for (bool bias : {false, true}) {
+          check_matmul({dtype, 17, cols, 5, bias, 3, 11, 0}, rnd);
+          check_matmul({dtype, 17, cols, 1, bias, 16, 17, 0}, rnd);  // the last row alone
+          check_matmul({dtype, 17, cols, 5, bias, 0, 1, 0}, rnd);    // the first row alone
+          check_matmul({dtype, 17, cols, 5, bias, 9, 9, 0}, rnd);    // empty range: nothing written
+          if (::testing::Test::HasFatalFailure()) return;
+        }
       }
     }
-  }
+  });
 }
 
 TEST(Matmul, UnalignedWeights) {
-  Random rnd(9);
-  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
-    for (size_t misalign : {1, 2, 3}) {
-      for (int cols : {7, 67, 1000}) {
-        check_matmul({dtype, 3, cols, 5, true, 0, 3, misalign}, rnd);
-        check_matmul({dtype, 17, cols, 1, false, 2, 15, misalign}, rnd);
-        if (::testing::Test::HasFatalFailure()) return;
+  for_each_simd_target([&] {
+    Random rnd(9);
+    for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+      for (size_t misalign : {1, 2, 3}) {
+        for (int cols : {7, 67, 1000}) {
+          check_matmul({dtype, 3, cols, 5, true, 0, 3, misalign}, rnd);
+          check_matmul({dtype, 17, cols, 1, false, 2, 15, misalign}, rnd);
+          if (::testing::Test::HasFatalFailure()) return;
+        }
       }
     }
-  }
+  });
 }
 
 TEST(Matmul, FullRangeWritesEveryRow) {
-  Random rnd(10);
-  StoredMatrix w = make_matrix(DType::BF16, 5, 9, rnd, 1);
-  const std::vector<float> x = rnd.vector(2 * 9);
-  std::vector<float> out(2 * 5, kSentinel);
-  matmul(out.data(), MatmulInput{x.data(), nullptr, 2, 9}, w.view, nullptr, 0, 5);
-  for (float v : out) EXPECT_FALSE(is_sentinel(v));
+  for_each_simd_target([&] {
+    Random rnd(10);
+    StoredMatrix w = make_matrix(DType::BF16, 5, 9, rnd, 1);
+    const std::vector<float> x = rnd.vector(2 * 9);
+    std::vector<float> out(2 * 5, kSentinel);
+    matmul(out.data(), MatmulInput{x.data(), nullptr, 2, 9}, w.view, nullptr, 0, 5);
+    for (float v : out) EXPECT_FALSE(is_sentinel(v));
+  });
 }
 
 // ---- read_row ----------------------------------------------------------------------------------------------------
 
 TEST(ReadRow, WidensEveryDtypeExactly) {
-  Random rnd(11);
-  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
-    for (size_t misalign : {0, 1, 2}) {
-      for (int cols : {1, 7, 129}) {
-        SCOPED_TRACE(dtype_label(dtype) + " cols " + std::to_string(cols) + " misalign " + std::to_string(misalign));
-        const int rows = 17;
-        StoredMatrix w = make_matrix(dtype, rows, cols, rnd, misalign, 3.0f);
-        for (int r : {0, 1, 8, 16}) {
-          std::vector<float> out(cols + 1, kSentinel);
-          read_row(out.data(), w.view, r);
-          for (int c = 0; c < cols; ++c) {
-            ASSERT_EQ(static_cast<double>(out[c]), w.values[static_cast<size_t>(r) * cols + c])
-                << "row " << r << " col " << c;
+  for_each_simd_target([&] {
+    Random rnd(11);
+    for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+      for (size_t misalign : {0, 1, 2}) {
+        for (int cols : {1, 7, 129}) {
+          SCOPED_TRACE(dtype_label(dtype) + " cols " + std::to_string(cols) + " misalign " + std::to_string(misalign));
+          const int rows = 17;
+          StoredMatrix w = make_matrix(dtype, rows, cols, rnd, misalign, 3.0f);
+          for (int r : {0, 1, 8, 16}) {
+            std::vector<float> out(cols + 1, kSentinel);
+            read_row(out.data(), w.view, r);
+            for (int c = 0; c < cols; ++c) {
+              ASSERT_EQ(static_cast<double>(out[c]), w.values[static_cast<size_t>(r) * cols + c])
+                  << "row " << r << " col " << c;
+            }
+            EXPECT_TRUE(is_sentinel(out[cols])) << "read_row wrote past the row";
           }
-          EXPECT_TRUE(is_sentinel(out[cols])) << "read_row wrote past the row";
         }
       }
     }
-  }
+  });
 }
 
 TEST(ReadRow, SpecialValues) {
-  // F16: largest finite, smallest subnormal, -0, inf; BF16 the same idea.
-  const uint16_t half_bits[] = {0x7bff, 0x0001, 0x8000, 0x7c00, 0xfc00, 0x3c00};
-  const uint16_t bf16_bits[] = {0x7f7f, 0x0001, 0x8000, 0x7f80, 0xff80, 0x3f80};
-  std::vector<uint8_t> h(sizeof half_bits + 1), b(sizeof bf16_bits + 1);
-  std::memcpy(h.data() + 1, half_bits, sizeof half_bits);
-  std::memcpy(b.data() + 1, bf16_bits, sizeof bf16_bits);
-  float out[6];
-  read_row(out, WeightMatrix{DType::F16, h.data() + 1, 1, 6}, 0);
-  EXPECT_EQ(out[0], 65504.0f);
-  EXPECT_EQ(out[1], 0x1p-24f);
-  EXPECT_TRUE(out[2] == 0.0f && std::signbit(out[2]));
-  EXPECT_EQ(out[3], std::numeric_limits<float>::infinity());
-  EXPECT_EQ(out[4], -std::numeric_limits<float>::infinity());
-  EXPECT_EQ(out[5], 1.0f);
-  read_row(out, WeightMatrix{DType::BF16, b.data() + 1, 1, 6}, 0);
-  EXPECT_EQ(std::bit_cast<uint32_t>(out[0]), 0x7f7f0000u);
-  EXPECT_EQ(std::bit_cast<uint32_t>(out[1]), 0x00010000u);
-  EXPECT_TRUE(out[2] == 0.0f && std::signbit(out[2]));
-  EXPECT_EQ(out[3], std::numeric_limits<float>::infinity());
-  EXPECT_EQ(out[4], -std::numeric_limits<float>::infinity());
-  EXPECT_EQ(out[5], 1.0f);
+  for_each_simd_target([&] {
+    // F16: largest finite, smallest subnormal, -0, inf; BF16 the same idea.
+    const uint16_t half_bits[] = {0x7bff, 0x0001, 0x8000, 0x7c00, 0xfc00, 0x3c00};
+    const uint16_t bf16_bits[] = {0x7f7f, 0x0001, 0x8000, 0x7f80, 0xff80, 0x3f80};
+    std::vector<uint8_t> h(sizeof half_bits + 1), b(sizeof bf16_bits + 1);
+    std::memcpy(h.data() + 1, half_bits, sizeof half_bits);
+    std::memcpy(b.data() + 1, bf16_bits, sizeof bf16_bits);
+    float out[6];
+    read_row(out, WeightMatrix{DType::F16, h.data() + 1, 1, 6}, 0);
+    EXPECT_EQ(out[0], 65504.0f);
+    EXPECT_EQ(out[1], 0x1p-24f);
+    EXPECT_TRUE(out[2] == 0.0f && std::signbit(out[2]));
+    EXPECT_EQ(out[3], std::numeric_limits<float>::infinity());
+    EXPECT_EQ(out[4], -std::numeric_limits<float>::infinity());
+    EXPECT_EQ(out[5], 1.0f);
+    read_row(out, WeightMatrix{DType::BF16, b.data() + 1, 1, 6}, 0);
+    EXPECT_EQ(std::bit_cast<uint32_t>(out[0]), 0x7f7f0000u);
+    EXPECT_EQ(std::bit_cast<uint32_t>(out[1]), 0x00010000u);
+    EXPECT_TRUE(out[2] == 0.0f && std::signbit(out[2]));
+    EXPECT_EQ(out[3], std::numeric_limits<float>::infinity());
+    EXPECT_EQ(out[4], -std::numeric_limits<float>::infinity());
+    EXPECT_EQ(out[5], 1.0f);
+  });
 }
 
 // ---- rmsnorm ----------------------------------------------------------------------------------------------------
@@ -262,37 +262,41 @@ std::vector<double> reference_rmsnorm(const std::vector<float>& x, const std::ve
 }
 
 TEST(RmsNorm, MatchesReference) {
-  Random rnd(12);
-  for (int rows : {1, 3, 17}) {
-    for (int n : {1, 7, 13, 67, 1000}) {
-      // Scale 1e-3 makes the mean square (~3e-7) small against eps, so eps outside the sqrt would be caught.
-      for (float scale : {1.0f, 30.0f, 1e-3f}) {
-        for (float eps : {1e-5f, 1e-6f}) {
-          SCOPED_TRACE("rows " + std::to_string(rows) + " n " + std::to_string(n) + " scale " + std::to_string(scale) +
-                       " eps " + std::to_string(eps));
-          const auto x = rnd.vector(static_cast<size_t>(rows) * n, -scale, scale);
-          const auto w = rnd.vector(n, 0.5f, 1.5f);
-          const auto ref = reference_rmsnorm(x, w, rows, n, eps);
-          std::vector<float> out(x.size() + 1, kSentinel);
-          rmsnorm(out.data(), x.data(), w.data(), rows, n, eps);
-          for (size_t i = 0; i < x.size(); ++i) {
-            ASSERT_LE(std::fabs(out[i] - ref[i]), 2e-6 * std::fabs(ref[i]) + 1e-30) << "element " << i;
+  for_each_simd_target([&] {
+    Random rnd(12);
+    for (int rows : {1, 3, 17}) {
+      for (int n : {1, 7, 13, 67, 1000}) {
+        // Scale 1e-3 makes the mean square (~3e-7) small against eps, so eps outside the sqrt would be caught.
+        for (float scale : {1.0f, 30.0f, 1e-3f}) {
+          for (float eps : {1e-5f, 1e-6f}) {
+            SCOPED_TRACE("rows " + std::to_string(rows) + " n " + std::to_string(n) + " scale " +
+                         std::to_string(scale) + " eps " + std::to_string(eps));
+            const auto x = rnd.vector(static_cast<size_t>(rows) * n, -scale, scale);
+            const auto w = rnd.vector(n, 0.5f, 1.5f);
+            const auto ref = reference_rmsnorm(x, w, rows, n, eps);
+            std::vector<float> out(x.size() + 1, kSentinel);
+            rmsnorm(out.data(), x.data(), w.data(), rows, n, eps);
+            for (size_t i = 0; i < x.size(); ++i) {
+              ASSERT_LE(std::fabs(out[i] - ref[i]), 2e-6 * std::fabs(ref[i]) + 1e-30) << "element " << i;
+            }
+            EXPECT_TRUE(is_sentinel(out[x.size()]));
+            // In place: out aliasing x gives the same result.
+            auto inplace = x;
+            rmsnorm(inplace.data(), inplace.data(), w.data(), rows, n, eps);
+            for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(inplace[i], out[i]) << "in place, element " << i;
           }
-          EXPECT_TRUE(is_sentinel(out[x.size()]));
-          // In place: out aliasing x gives the same result.
-          auto inplace = x;
-          rmsnorm(inplace.data(), inplace.data(), w.data(), rows, n, eps);
-          for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(inplace[i], out[i]) << "in place, element " << i;
         }
       }
     }
-  }
+  });
 }
 
 TEST(RmsNorm, ZeroRowGivesZerosNotNaN) {
-  std::vector<float> x(13, 0.0f), w(13, 1.0f), out(13, kSentinel);
-  rmsnorm(out.data(), x.data(), w.data(), 1, 13, 1e-6f);
-  for (float v : out) EXPECT_EQ(v, 0.0f);
+  for_each_simd_target([&] {
+    std::vector<float> x(13, 0.0f), w(13, 1.0f), out(13, kSentinel);
+    rmsnorm(out.data(), x.data(), w.data(), 1, 13, 1e-6f);
+    for (float v : out) EXPECT_EQ(v, 0.0f);
+  });
 }
 
 // ---- softmax ----------------------------------------------------------------------------------------------------
@@ -323,35 +327,41 @@ void check_softmax(const std::vector<float>& x) {
 }
 
 TEST(Softmax, MatchesReferenceAndSumsToOne) {
-  Random rnd(13);
-  for (int n : {1, 7, 13, 67, 129, 1000}) {
-    for (float scale : {1.0f, 10.0f}) {
-      SCOPED_TRACE("n " + std::to_string(n) + " scale " + std::to_string(scale));
-      check_softmax(rnd.vector(n, -scale, scale));
+  for_each_simd_target([&] {
+    Random rnd(13);
+    for (int n : {1, 7, 13, 67, 129, 1000}) {
+      for (float scale : {1.0f, 10.0f}) {
+        SCOPED_TRACE("n " + std::to_string(n) + " scale " + std::to_string(scale));
+        check_softmax(rnd.vector(n, -scale, scale));
+      }
     }
-  }
+  });
 }
 
 TEST(Softmax, LargeInputsDoNotOverflow) {
-  check_softmax({1000.0f, 999.0f, 1000.0f, -1000.0f});
-  check_softmax({-1000.0f, -1001.0f, -1000.5f});  // exp(x) alone would underflow to 0/0
-  check_softmax({88.0f, 89.0f, 100.0f, 3e4f});
-  check_softmax(std::vector<float>(67, 1e30f));
-  std::vector<float> one = {12345.0f};
-  softmax(one.data(), 1);
-  EXPECT_EQ(one[0], 1.0f);
-  std::vector<float> ties(5, 1000.0f);
-  softmax(ties.data(), 5);
-  for (float v : ties) EXPECT_NEAR(v, 0.2f, 1e-7f);
+  for_each_simd_target([&] {
+    check_softmax({1000.0f, 999.0f, 1000.0f, -1000.0f});
+    check_softmax({-1000.0f, -1001.0f, -1000.5f});  // exp(x) alone would underflow to 0/0
+    check_softmax({88.0f, 89.0f, 100.0f, 3e4f});
+    check_softmax(std::vector<float>(67, 1e30f));
+    std::vector<float> one = {12345.0f};
+    softmax(one.data(), 1);
+    EXPECT_EQ(one[0], 1.0f);
+    std::vector<float> ties(5, 1000.0f);
+    softmax(ties.data(), 5);
+    for (float v : ties) EXPECT_NEAR(v, 0.2f, 1e-7f);
+  });
 }
 
 TEST(Softmax, NegativeInfinityGetsZeroWeight) {
-  const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> x = {0.0f, -inf, std::log(3.0f)};
-  softmax(x.data(), 3);
-  EXPECT_NEAR(x[0], 0.25f, 1e-7f);
-  EXPECT_EQ(x[1], 0.0f);
-  EXPECT_NEAR(x[2], 0.75f, 1e-7f);
+  for_each_simd_target([&] {
+    const float inf = std::numeric_limits<float>::infinity();
+    std::vector<float> x = {0.0f, -inf, std::log(3.0f)};
+    softmax(x.data(), 3);
+    EXPECT_NEAR(x[0], 0.25f, 1e-7f);
+    EXPECT_EQ(x[1], 0.0f);
+    EXPECT_NEAR(x[2], 0.75f, 1e-7f);
+  });
 }
 
 // ---- swiglu / add ------------------------------------------------------------------------------------------------
@@ -361,47 +371,51 @@ double reference_silu(double z) {
 }
 
 TEST(SwiGLU, MatchesReferenceIncludingExtremeGates) {
-  Random rnd(14);
-  for (int n : {1, 7, 13, 67, 1000}) {
-    SCOPED_TRACE("n " + std::to_string(n));
-    auto gate = rnd.vector(n, -8.0f, 8.0f);
-    const auto up = rnd.vector(n, -3.0f, 3.0f);
-    const float extremes[] = {-1000.0f, 1000.0f, -100.0f, 100.0f, -88.8f, 88.8f, -3e38f, 3e38f, 0.0f, -0.0f};
-    for (int i = 0; i < n && i < 10; ++i) gate[i] = extremes[i];
-    std::vector<float> out(n, kSentinel);
-    swiglu(out.data(), gate.data(), up.data(), n);
-    for (int i = 0; i < n; ++i) {
-      ASSERT_FALSE(std::isnan(out[i])) << "gate " << gate[i] << " up " << up[i];
-      const double ref = reference_silu(gate[i]) * up[i];
-      if (std::isinf(static_cast<float>(ref))) {
-        EXPECT_EQ(out[i], static_cast<float>(ref)) << "gate " << gate[i];  // 3e38 · up overflows: same sign inf
-        continue;
+  for_each_simd_target([&] {
+    Random rnd(14);
+    for (int n : {1, 7, 13, 67, 1000}) {
+      SCOPED_TRACE("n " + std::to_string(n));
+      auto gate = rnd.vector(n, -8.0f, 8.0f);
+      const auto up = rnd.vector(n, -3.0f, 3.0f);
+      const float extremes[] = {-1000.0f, 1000.0f, -100.0f, 100.0f, -88.8f, 88.8f, -3e38f, 3e38f, 0.0f, -0.0f};
+      for (int i = 0; i < n && i < 10; ++i) gate[i] = extremes[i];
+      std::vector<float> out(n, kSentinel);
+      swiglu(out.data(), gate.data(), up.data(), n);
+      for (int i = 0; i < n; ++i) {
+        ASSERT_FALSE(std::isnan(out[i])) << "gate " << gate[i] << " up " << up[i];
+        const double ref = reference_silu(gate[i]) * up[i];
+        if (std::isinf(static_cast<float>(ref))) {
+          EXPECT_EQ(out[i], static_cast<float>(ref)) << "gate " << gate[i];  // 3e38 · up overflows: same sign inf
+          continue;
+        }
+        ASSERT_LE(std::fabs(out[i] - ref), 2e-6 * std::fabs(ref) + 1e-30) << "gate " << gate[i] << " up " << up[i];
       }
-      ASSERT_LE(std::fabs(out[i] - ref), 2e-6 * std::fabs(ref) + 1e-30) << "gate " << gate[i] << " up " << up[i];
+      // Aliasing either input.
+      auto g2 = gate;
+      swiglu(g2.data(), g2.data(), up.data(), n);
+      for (int i = 0; i < n; ++i) ASSERT_EQ(std::bit_cast<uint32_t>(g2[i]), std::bit_cast<uint32_t>(out[i]));
+      auto u2 = up;
+      swiglu(u2.data(), gate.data(), u2.data(), n);
+      for (int i = 0; i < n; ++i) ASSERT_EQ(std::bit_cast<uint32_t>(u2[i]), std::bit_cast<uint32_t>(out[i]));
     }
-    // Aliasing either input.
-    auto g2 = gate;
-    swiglu(g2.data(), g2.data(), up.data(), n);
-    for (int i = 0; i < n; ++i) ASSERT_EQ(std::bit_cast<uint32_t>(g2[i]), std::bit_cast<uint32_t>(out[i]));
-    auto u2 = up;
-    swiglu(u2.data(), gate.data(), u2.data(), n);
-    for (int i = 0; i < n; ++i) ASSERT_EQ(std::bit_cast<uint32_t>(u2[i]), std::bit_cast<uint32_t>(out[i]));
-  }
+  });
 }
 
 TEST(AddInplace, AddsElementwise) {
-  Random rnd(15);
-  for (int n : {1, 7, 13, 1000}) {
-    auto x = rnd.vector(n);
-    const auto y = rnd.vector(n);
-    const auto x0 = x;
-    add_inplace(x.data(), y.data(), n);
-    // Inputs are multiples of 2^-24 in (-1, 1): the double sum is exact, so one rounding to float is the answer.
-    for (int i = 0; i < n; ++i) ASSERT_EQ(x[i], static_cast<float>(static_cast<double>(x0[i]) + y[i])) << i;
-  }
-  std::vector<float> a = {1.0f, 2.0f, 3.0f, 4.0f}, b = {10.0f, 20.0f, 30.0f, 40.0f};
-  add_inplace(a.data(), b.data(), 3);  // n respected: the 4th element untouched
-  EXPECT_EQ(a, (std::vector<float>{11.0f, 22.0f, 33.0f, 4.0f}));
+  for_each_simd_target([&] {
+    Random rnd(15);
+    for (int n : {1, 7, 13, 1000}) {
+      auto x = rnd.vector(n);
+      const auto y = rnd.vector(n);
+      const auto x0 = x;
+      add_inplace(x.data(), y.data(), n);
+      // Inputs are multiples of 2^-24 in (-1, 1): the double sum is exact, so one rounding to float is the answer.
+      for (int i = 0; i < n; ++i) ASSERT_EQ(x[i], static_cast<float>(static_cast<double>(x0[i]) + y[i])) << i;
+    }
+    std::vector<float> a = {1.0f, 2.0f, 3.0f, 4.0f}, b = {10.0f, 20.0f, 30.0f, 40.0f};
+    add_inplace(a.data(), b.data(), 3);  // n respected: the 4th element untouched
+    EXPECT_EQ(a, (std::vector<float>{11.0f, 22.0f, 33.0f, 4.0f}));
+  });
 }
 
 // ---- RoPE ----------------------------------------------------------------------------------------------------------
@@ -600,88 +614,94 @@ struct AttentionCase {
 };
 
 TEST(Attention, CausalGroupedQueryMatchesReference) {
-  Random rnd(20);
-  const AttentionCase cases[] = {
-      {4, 2, 16, 1, 0}, {4, 2, 16, 5, 0}, {4, 2, 16, 5, 7}, {4, 2, 16, 1, 33}, {6, 3, 8, 5, 11},
-      {6, 3, 8, 1, 0},  {4, 4, 16, 5, 3}, {3, 3, 5, 17, 2}, {4, 1, 16, 3, 4},  {8, 2, 64, 5, 130},
-  };
-  for (const auto& c : cases) {
-    SCOPED_TRACE("heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " head_dim " +
-                 std::to_string(c.head_dim) + " queries " + std::to_string(c.n_queries) + " first_pos " +
-                 std::to_string(c.first_pos));
-    const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim};
-    const int n_keys = c.first_pos + c.n_queries;
-    // Scale 2 makes scores of order ±4·sqrt(head_dim)/… so the softmax is far from uniform.
-    const auto q = rnd.vector(static_cast<size_t>(c.n_queries) * c.n_heads * c.head_dim, -2.0f, 2.0f);
-    const auto k = rnd.vector(static_cast<size_t>(n_keys) * c.n_kv_heads * c.head_dim, -2.0f, 2.0f);
-    const auto v = rnd.vector(static_cast<size_t>(n_keys) * c.n_kv_heads * c.head_dim);
-    std::vector<float> out(q.size() + 1, kSentinel);
-    attention_f32(out.data(), q.data(), c.n_queries, c.first_pos, k, v, shape);
-    const auto ref = reference_attention(q, c.n_queries, c.first_pos, k, v, shape);
-    double worst = 0;
-    for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(out[i] - ref[i]));
-    EXPECT_LE(worst, 1e-5);  // outputs are convex combinations of |v| <= 1
-    EXPECT_TRUE(is_sentinel(out[q.size()])) << "wrote past the output";
-  }
+  for_each_simd_target([&] {
+    Random rnd(20);
+    const AttentionCase cases[] = {
+        {4, 2, 16, 1, 0}, {4, 2, 16, 5, 0}, {4, 2, 16, 5, 7}, {4, 2, 16, 1, 33}, {6, 3, 8, 5, 11},
+        {6, 3, 8, 1, 0},  {4, 4, 16, 5, 3}, {3, 3, 5, 17, 2}, {4, 1, 16, 3, 4},  {8, 2, 64, 5, 130},
+    };
+    for (const auto& c : cases) {
+      SCOPED_TRACE("heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv_heads) + " head_dim " +
+                   std::to_string(c.head_dim) + " queries " + std::to_string(c.n_queries) + " first_pos " +
+                   std::to_string(c.first_pos));
+      const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim};
+      const int n_keys = c.first_pos + c.n_queries;
+      // Scale 2 makes scores of order ±4·sqrt(head_dim)/… so the softmax is far from uniform.
+      const auto q = rnd.vector(static_cast<size_t>(c.n_queries) * c.n_heads * c.head_dim, -2.0f, 2.0f);
+      const auto k = rnd.vector(static_cast<size_t>(n_keys) * c.n_kv_heads * c.head_dim, -2.0f, 2.0f);
+      const auto v = rnd.vector(static_cast<size_t>(n_keys) * c.n_kv_heads * c.head_dim);
+      std::vector<float> out(q.size() + 1, kSentinel);
+      attention_f32(out.data(), q.data(), c.n_queries, c.first_pos, k, v, shape);
+      const auto ref = reference_attention(q, c.n_queries, c.first_pos, k, v, shape);
+      double worst = 0;
+      for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(out[i] - ref[i]));
+      EXPECT_LE(worst, 1e-5);  // outputs are convex combinations of |v| <= 1
+      EXPECT_TRUE(is_sentinel(out[q.size()])) << "wrote past the output";
+    }
+  });
 }
 
 // Query t (at position first_pos + t) must not read cache rows after its position: poisoning those rows in both
 // K and V may change the other queries' rows but never row t.
 TEST(Attention, QueriesDoNotSeeFutureKeys) {
-  Random rnd(21);
-  for (const auto& c : {AttentionCase{4, 2, 16, 5, 6}, AttentionCase{6, 3, 8, 4, 0}, AttentionCase{4, 4, 8, 3, 2}}) {
-    const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim};
-    const int kv_stride = c.n_kv_heads * c.head_dim;
-    const int n_keys = c.first_pos + c.n_queries;
-    const int spare = 4;  // rows past the last query: no query may see them
-    const auto q = rnd.vector(static_cast<size_t>(c.n_queries) * c.n_heads * c.head_dim);
-    const auto k = rnd.vector(static_cast<size_t>(n_keys + spare) * kv_stride);
-    const auto v = rnd.vector(static_cast<size_t>(n_keys + spare) * kv_stride);
-    const auto ref = reference_attention(q, c.n_queries, c.first_pos, k, v, shape);
-    for (int t = 0; t < c.n_queries; ++t) {
-      SCOPED_TRACE("query " + std::to_string(t) + " first_pos " + std::to_string(c.first_pos));
-      // Poisoned keys align with the first query head of each group (so their scores would dominate the softmax
-      // if they were seen) and carry huge values.
-      const int group = c.n_heads / c.n_kv_heads;
-      auto kp = k, vp = v;
-      for (int j = c.first_pos + t + 1; j < n_keys + spare; ++j) {
-        for (int g = 0; g < c.n_kv_heads; ++g) {
-          for (int d = 0; d < c.head_dim; ++d) {
-            const float qd = q[(static_cast<size_t>(t) * c.n_heads + g * group) * c.head_dim + d];
-            kp[j * kv_stride + g * c.head_dim + d] = qd >= 0 ? 30.0f : -30.0f;
-            vp[j * kv_stride + g * c.head_dim + d] = 1e6f;
+  for_each_simd_target([&] {
+    Random rnd(21);
+    for (const auto& c : {AttentionCase{4, 2, 16, 5, 6}, AttentionCase{6, 3, 8, 4, 0}, AttentionCase{4, 4, 8, 3, 2}}) {
+      const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim};
+      const int kv_stride = c.n_kv_heads * c.head_dim;
+      const int n_keys = c.first_pos + c.n_queries;
+      const int spare = 4;  // rows past the last query: no query may see them
+      const auto q = rnd.vector(static_cast<size_t>(c.n_queries) * c.n_heads * c.head_dim);
+      const auto k = rnd.vector(static_cast<size_t>(n_keys + spare) * kv_stride);
+      const auto v = rnd.vector(static_cast<size_t>(n_keys + spare) * kv_stride);
+      const auto ref = reference_attention(q, c.n_queries, c.first_pos, k, v, shape);
+      for (int t = 0; t < c.n_queries; ++t) {
+        SCOPED_TRACE("query " + std::to_string(t) + " first_pos " + std::to_string(c.first_pos));
+        // Poisoned keys align with the first query head of each group (so their scores would dominate the softmax
+        // if they were seen) and carry huge values.
+        const int group = c.n_heads / c.n_kv_heads;
+        auto kp = k, vp = v;
+        for (int j = c.first_pos + t + 1; j < n_keys + spare; ++j) {
+          for (int g = 0; g < c.n_kv_heads; ++g) {
+            for (int d = 0; d < c.head_dim; ++d) {
+              const float qd = q[(static_cast<size_t>(t) * c.n_heads + g * group) * c.head_dim + d];
+              kp[j * kv_stride + g * c.head_dim + d] = qd >= 0 ? 30.0f : -30.0f;
+              vp[j * kv_stride + g * c.head_dim + d] = 1e6f;
+            }
           }
         }
-      }
-      std::vector<float> out(q.size());
-      attention_f32(out.data(), q.data(), c.n_queries, c.first_pos, kp, vp, shape);
-      const int q_stride = c.n_heads * c.head_dim;
-      for (int d = 0; d < q_stride; ++d) {
-        ASSERT_LE(std::fabs(out[t * q_stride + d] - ref[t * q_stride + d]), 1e-5) << "dim " << d;
-      }
-      if (t + 1 < c.n_queries) {  // the poison is strong enough to show wherever it is legitimately visible
-        const int last = c.n_queries - 1;
-        double shift = 0;
-        for (int d = 0; d < q_stride; ++d)
-          shift = std::max(shift, std::fabs(out[last * q_stride + d] - ref[last * q_stride + d]));
-        EXPECT_GT(shift, 1e3);
+        std::vector<float> out(q.size());
+        attention_f32(out.data(), q.data(), c.n_queries, c.first_pos, kp, vp, shape);
+        const int q_stride = c.n_heads * c.head_dim;
+        for (int d = 0; d < q_stride; ++d) {
+          ASSERT_LE(std::fabs(out[t * q_stride + d] - ref[t * q_stride + d]), 1e-5) << "dim " << d;
+        }
+        if (t + 1 < c.n_queries) {  // the poison is strong enough to show wherever it is legitimately visible
+          const int last = c.n_queries - 1;
+          double shift = 0;
+          for (int d = 0; d < q_stride; ++d)
+            shift = std::max(shift, std::fabs(out[last * q_stride + d] - ref[last * q_stride + d]));
+          EXPECT_GT(shift, 1e3);
+        }
       }
     }
-  }
+  });
 }
 
 TEST(Attention, SingleKeyCopiesItsValue) {
-  // One key: softmax weight 1, so every head returns its kv head's value row exactly.
-  const AttentionShape shape{4, 2, 4};
-  std::vector<float> q(16), k(8), v(8), out(16);
-  Random rnd(22);
-  for (auto& x : q) x = rnd.uniform(-1, 1);
-  for (auto& x : k) x = rnd.uniform(-1, 1);
-  for (int i = 0; i < 8; ++i) v[i] = static_cast<float>(i + 1);
-  attention_f32(out.data(), q.data(), 1, 0, k, v, shape);
-  for (int h = 0; h < 4; ++h) {
-    for (int d = 0; d < 4; ++d) EXPECT_EQ(out[h * 4 + d], v[(h / 2) * 4 + d]) << "head " << h;
-  }
+  for_each_simd_target([&] {
+    // One key: softmax weight 1, so every head returns its kv head's value row exactly.
+    const AttentionShape shape{4, 2, 4};
+    std::vector<float> q(16), k(8), v(8), out(16);
+    Random rnd(22);
+    for (auto& x : q) x = rnd.uniform(-1, 1);
+    for (auto& x : k) x = rnd.uniform(-1, 1);
+    for (int i = 0; i < 8; ++i) v[i] = static_cast<float>(i + 1);
+    attention_f32(out.data(), q.data(), 1, 0, k, v, shape);
+    for (int h = 0; h < 4; ++h) {
+      for (int d = 0; d < 4; ++d) EXPECT_EQ(out[h * 4 + d], v[(h / 2) * 4 + d]) << "head " << h;
+    }
+  });
 }
 
 }  // namespace

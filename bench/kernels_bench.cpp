@@ -1,0 +1,248 @@
+// Kernel micro-benchmarks at ERNIE-4.5-0.3B shapes (hidden 1024, intermediate 3072, vocabulary 103424), 1 and 2
+// threads through the ThreadPool as the model runs them.
+//
+//   Bandwidth/threads    the machine's read bandwidth (a streaming sum over 1 GiB): the roofline for decode
+//   Decode/...           one token × W[rows, cols]: bytes_per_second counts the weight bytes streamed; the weights
+//                        cycle through copies totalling >= 256 MiB so that they come from DRAM, as in a real decode
+//   DecodeCached/...     one token × a matrix that stays in L2: the kernel's speed when memory is not the limit
+//   DecodeSwiglu/...     gate and up fused, one token
+//   Prefill/...          128 tokens × W: FLOP/s = 2 · 128 · rows · cols per second
+//   QuantizeRow/dtype    load-time quantization: bytes_per_second counts the float32 input
+//
+// Run: build/bench_kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// (ERNIE_DISABLE_AVX512=1 in the environment measures the AVX2 kernels on an AVX-512 machine.)
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "hwy/targets.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/quant.h"
+
+namespace ernie {
+namespace {
+
+constexpr DType kDtypes[] = {DType::F32, DType::BF16, DType::F16, DType::Q8_0, DType::Q4_0};
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// `copies` copies of one random [rows, cols] matrix in dtype, back to back, each starting on a cache line.
+struct WeightSet {
+  std::vector<uint8_t> storage;
+  std::vector<WeightMatrix> copies;
+};
+
+WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes) {
+  WeightSet set;
+  const size_t bytes = (dtype_row_bytes(dtype, cols) * rows + 63) / 64 * 64;
+  const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
+  set.storage.resize(bytes * copies + 64);
+  uint8_t* base = set.storage.data() + (64 - reinterpret_cast<uintptr_t>(set.storage.data()) % 64) % 64;
+  const auto row = random_floats(cols, 1);
+  for (int r = 0; r < rows; ++r) quantize_row(dtype, row.data(), base + r * dtype_row_bytes(dtype, cols), cols);
+  for (size_t c = 0; c < copies; ++c) {
+    if (c > 0) std::memcpy(base + c * bytes, base, bytes);
+    set.copies.push_back(WeightMatrix{dtype, base + c * bytes, rows, cols});
+  }
+  return set;
+}
+
+struct Activations {
+  std::vector<float> x;
+  std::vector<uint8_t> quantized;
+  MatmulInput input;
+};
+
+Activations make_activations(int n, int cols) {
+  Activations a;
+  a.x = random_floats(static_cast<size_t>(n) * cols, 2);
+  a.quantized.resize(quantized_input_bytes(n, cols));
+  quantize_input(a.x.data(), cols, 0, n, a.quantized.data());
+  a.input = MatmulInput{a.x.data(), a.quantized.data(), n, cols};
+  return a;
+}
+
+// ---- Bandwidth ----------------------------------------------------------------------------------------------------
+
+void Bandwidth(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  constexpr size_t kBytes = size_t{1} << 30;
+  std::vector<uint64_t> data(kBytes / sizeof(uint64_t), 1);
+  ThreadPool pool(threads);
+  std::vector<uint64_t> sums(threads);
+  for (auto _ : state) {
+    pool.run(threads, [&](int task) {
+      const size_t per = data.size() / threads;
+      const uint64_t* p = data.data() + per * task;
+      // Independent partial sums: the loop is limited by memory, not by the add latency.
+      uint64_t s[8] = {};
+      for (size_t i = 0; i < per; i += 8) {
+        for (int j = 0; j < 8; ++j) s[j] += p[i + j];
+      }
+      sums[task] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kBytes);
+}
+BENCHMARK(Bandwidth)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---- Matmuls ------------------------------------------------------------------------------------------------------
+
+// Args: dtype, rows, cols, threads.
+void Decode(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20);
+  const Activations a = make_activations(1, cols);
+  std::vector<float> out(rows);
+  size_t next = 0;
+  for (auto _ : state) {
+    const MatmulTask task{out.data(), &weights.copies[next]};
+    matmul_parallel(pool, a.input, std::span<const MatmulTask>(&task, 1));
+    next = (next + 1) % weights.copies.size();
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+
+// The same kernel on a matrix that stays in L2: how fast it could stream if memory were not the limit.
+void DecodeCached(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
+  const WeightSet weights = make_weights(dtype, rows, cols, 0);
+  const Activations a = make_activations(1, cols);
+  std::vector<float> out(rows);
+  for (auto _ : state) {
+    matmul(out.data(), a.input, weights.copies[0], nullptr, 0, rows);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+
+void DecodeSwiglu(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20);
+  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20);
+  const Activations a = make_activations(1, cols);
+  std::vector<float> out(rows);
+  size_t next = 0;
+  for (auto _ : state) {
+    const MatmulTask task{out.data(), &gate.copies[next], nullptr, &up.copies[next]};
+    matmul_parallel(pool, a.input, std::span<const MatmulTask>(&task, 1));
+    next = (next + 1) % gate.copies.size();
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows * 2));
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+
+void Prefill(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
+  constexpr int kTokens = 128;
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  const WeightSet weights = make_weights(dtype, rows, cols, 0);
+  const Activations a = make_activations(kTokens, cols);
+  std::vector<float> out(static_cast<size_t>(kTokens) * rows);
+  for (auto _ : state) {
+    const MatmulTask task{out.data(), &weights.copies[0]};
+    matmul_parallel(pool, a.input, std::span<const MatmulTask>(&task, 1));
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * kTokens * rows * cols, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+
+void MatmulShapes(benchmark::internal::Benchmark* b, std::initializer_list<std::pair<int, int>> shapes) {
+  b->ArgNames({"dtype", "rows", "cols", "threads"});
+  for (DType dtype : kDtypes) {
+    for (const auto& [rows, cols] : shapes) {
+      for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads});
+    }
+  }
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK(Decode)->Apply([](auto* b) { MatmulShapes(b, {{1024, 1024}, {3072, 1024}, {1024, 3072}, {103424, 1024}}); });
+BENCHMARK(DecodeCached)->Apply([](auto* b) {
+  b->ArgNames({"dtype", "rows", "cols"});
+  for (DType dtype : kDtypes) b->Args({static_cast<int>(dtype), 128, 1024});
+  b->Unit(benchmark::kMicrosecond);
+});
+BENCHMARK(DecodeSwiglu)->Apply([](auto* b) { MatmulShapes(b, {{3072, 1024}}); });
+BENCHMARK(Prefill)->Apply([](auto* b) { MatmulShapes(b, {{1024, 1024}, {3072, 1024}, {1024, 3072}}); });
+
+// ---- Quantization ---------------------------------------------------------------------------------------------------
+
+void QuantizeRow(benchmark::State& state) {
+  const DType dtype = static_cast<DType>(state.range(0));
+  constexpr int kCols = 1024, kRows = 1024;
+  const auto x = random_floats(static_cast<size_t>(kRows) * kCols, 3);
+  std::vector<uint8_t> out(dtype_row_bytes(dtype, kCols) * kRows);
+  for (auto _ : state) {
+    for (int r = 0; r < kRows; ++r) {
+      quantize_row(dtype, x.data() + static_cast<size_t>(r) * kCols, out.data() + r * dtype_row_bytes(dtype, kCols),
+                   kCols);
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * kRows * kCols * sizeof(float));
+  state.SetLabel(std::string(dtype_name(dtype)));
+}
+BENCHMARK(QuantizeRow)->DenseRange(1, 4)->Unit(benchmark::kMicrosecond);
+
+// ---- Attention ------------------------------------------------------------------------------------------------------
+
+// One query token at position `pos` over an F16 cache, 16 query heads sharing 2 kv heads of 64 (ERNIE-0.3B).
+void AttentionDecode(benchmark::State& state) {
+  const int pos = static_cast<int>(state.range(0));
+  const AttentionShape shape{16, 2, 64};
+  const int kv = shape.n_kv_heads * shape.head_dim;
+  const auto values = random_floats(static_cast<size_t>(pos + 1) * kv, 4);
+  std::vector<uint8_t> k(dtype_row_bytes(DType::F16, static_cast<int64_t>(pos + 1) * kv)), v(k.size());
+  quantize_row(DType::F16, values.data(), k.data(), static_cast<int64_t>(pos + 1) * kv);
+  quantize_row(DType::F16, values.data(), v.data(), static_cast<int64_t>(pos + 1) * kv);
+  const KvCacheView cache{DType::F16, k.data(), v.data(), kv};
+  const auto q = random_floats(shape.n_heads * shape.head_dim, 5);
+  std::vector<float> out(q.size());
+  for (auto _ : state) {
+    attention(out.data(), q.data(), 1, pos, cache, shape, 0, shape.n_heads);
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 2 * k.size());
+}
+BENCHMARK(AttentionDecode)->Arg(511)->Arg(4095)->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+}  // namespace ernie
+
+// ERNIE_DISABLE_AVX512=1 measures the AVX2 kernels on an AVX-512 machine.
+int main(int argc, char** argv) {
+  if (const char* v = std::getenv("ERNIE_DISABLE_AVX512"); v && *v == '1') hwy::DisableTargets(HWY_AVX3 | HWY_AVX3_DL);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
