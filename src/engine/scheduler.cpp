@@ -306,20 +306,24 @@ void Scheduler::take(Slot& slot, std::span<float> logits) {
 }
 
 void Scheduler::finish(Slot& slot, bool cancelled, const std::string& error) {
-  RequestSummary& how = slot.summary;
+  RequestSummary how = std::move(slot.summary);
   how.completion_tokens = static_cast<int>(slot.continuation->tokens().size());
   how.finish_reason = slot.continuation->finish_reason();
   how.cancelled = cancelled;
   how.error = error;
   how.total_seconds = seconds_between(slot.request->submitted, Clock::now());
-  if (options_.on_finish) options_.on_finish(how);
-  slot.request->end(cancelled || !error.empty() ? "" : slot.continuation->flush(), std::move(how));
-  slot.request.reset();
+  const std::string rest = cancelled || !error.empty() ? "" : slot.continuation->flush();
+  const auto request = std::move(slot.request);
   slot.continuation.reset();
   slot.next_token = -1;
   slot.session->reset();
-  std::lock_guard lock(mutex_);
-  --running_;
+  {
+    // The slot is free before the submitter hears of the end, so whoever it tells may submit again at once.
+    std::lock_guard lock(mutex_);
+    --running_;
+  }
+  if (options_.on_finish) options_.on_finish(how);
+  request->end(rest, std::move(how));
 }
 
 // A request that never got a slot: cancelled while waiting, or left over at shutdown.
