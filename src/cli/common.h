@@ -65,5 +65,7 @@ void register_chat(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_info(CLI::App& app);
+void register_serve(CLI::App& app);
+void register_bench(CLI::App& app);
 
 }  // namespace ernie::cli

@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   ernie::cli::register_logits(app);
   ernie::cli::register_tokenize(app);
   ernie::cli::register_info(app);
+  ernie::cli::register_serve(app);
+  ernie::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

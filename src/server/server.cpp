@@ -149,8 +149,11 @@ Server::Server(ServerOptions options) : options_(std::move(options)), http_(std:
       static_cast<size_t>(options_.scheduler.max_running) + static_cast<size_t>(options_.scheduler.max_waiting) + 8;
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(options_.max_body_bytes);
+  // SO_REUSEADDR to restart at once on a port in TIME_WAIT, but not cpp-httplib's default SO_REUSEPORT, with which a
+  // second server on the same port would silently take half the connections instead of failing to start.
   http_->set_socket_options([this](int fd) {
-    httplib::default_socket_options(fd);
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     listening_fd_ = fd;
   });
   install_routes();
