@@ -65,7 +65,7 @@ class LoadClient {
 
     Sample s;
     int status = 0;
-    int text_chunks = 0;
+    int output_chunks = 0;
     std::string buffer, error_body;
     const auto start = Clock::now();
     req.response_handler = [&](const httplib::Response& res) {
@@ -87,8 +87,9 @@ class LoadClient {
           s.tokens = chunk["usage"].value("completion_tokens", 0);
         }
         const json* choices = chunk.contains("choices") ? &chunk["choices"] : nullptr;
-        if (choices && choices->is_array() && !choices->empty() && !(*choices)[0].value("text", "").empty()) {
-          if (text_chunks++ == 0) s.ttft = since(start);
+        // The first chunk with a choice marks the first token (its text may still be empty).
+        if (choices && choices->is_array() && !choices->empty() && (*choices)[0].contains("text")) {
+          if (output_chunks++ == 0) s.ttft = since(start);
         }
       }
       return true;
@@ -100,7 +101,7 @@ class LoadClient {
     } else if (status != 200) {
       s.error = "HTTP " + std::to_string(status) + ": " + error_body.substr(0, 200);
     }
-    if (s.tokens == 0) s.tokens = text_chunks;  // a server that sends no usage: count the chunks
+    if (s.tokens == 0) s.tokens = output_chunks;  // a server that sends no usage: count the chunks
     s.ok = s.error.empty();
     return s;
   }
@@ -109,6 +110,19 @@ class LoadClient {
   const LoadOptions& options_;
   httplib::Client client_;
 };
+
+// A server that has just been started may still be loading: /health answers 503 until it is ready (ernie serve and
+// llama-server alike). Waits up to a minute; a server without /health is taken as ready.
+void wait_until_ready(const LoadOptions& o) {
+  httplib::Client client(o.url);
+  client.set_connection_timeout(std::chrono::seconds(5));
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (Clock::now() < deadline) {
+    const auto result = client.Get("/health");
+    if (!result || result->status != 503) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
 
 Percentiles percentiles(std::vector<double> values) {
   if (values.empty()) return {};
@@ -168,6 +182,7 @@ std::vector<LevelResult> run_load(const LoadOptions& o) {
     fail("--server must be a URL such as http://127.0.0.1:8080, not \"", o.url, "\"");
   }
   if (o.requests < 1 || o.prompt_len < 1 || o.gen < 1) fail("--requests, --prompt-len and --gen must be at least 1");
+  wait_until_ready(o);
   // One request first, uncounted: the server's first pass touches its weights and fills its caches.
   int next_request = 0;
   const Sample warmup = LoadClient(o).send(next_request++);

@@ -35,7 +35,7 @@ struct LevelResult {
   double requests_per_second = 0;
   double generated_tokens = 0;   // completion tokens the server reported
   double tokens_per_second = 0;  // generated tokens / wall time, all clients together
-  Percentiles ttft;              // seconds from sending to the first generated text
+  Percentiles ttft;              // seconds from sending to the first chunk of generated output
   Percentiles e2e;               // seconds from sending to the end of the stream
 };
 

@@ -21,15 +21,18 @@ struct RequestState {
   std::mutex mutex;  // guards the fields below
   std::condition_variable changed;
   std::string pending;  // text not yet taken by wait()
+  int generated = 0;    // tokens generated so far
   bool finished = false;
   RequestSummary summary;  // complete when finished
 
-  // Scheduler thread: adds text that became final.
-  void publish(std::string_view text) {
-    if (text.empty()) return;
+  // Scheduler thread: the `tokens`-th token was generated, making `text` final. Wakes the reader for new text, and
+  // for the first token even without text, so that it can tell the client generation has started.
+  void publish(std::string_view text, int tokens) {
+    if (text.empty() && tokens != 1) return;
     {
       std::lock_guard lock(mutex);
       pending += text;
+      generated = tokens;
     }
     changed.notify_all();
   }
@@ -63,8 +66,12 @@ RequestHandle::~RequestHandle() {
 
 RequestHandle::Update RequestHandle::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(state_->mutex);
-  state_->changed.wait_for(lock, timeout, [&] { return !state_->pending.empty() || state_->finished; });
-  Update update{std::move(state_->pending), state_->finished};
+  const int seen = seen_tokens_;
+  state_->changed.wait_for(lock, timeout, [&] {
+    return !state_->pending.empty() || state_->finished || (seen == 0 && state_->generated > 0);
+  });
+  seen_tokens_ = state_->generated;
+  Update update{std::move(state_->pending), state_->generated, state_->finished};
   state_->pending.clear();
   return update;
 }
@@ -93,6 +100,8 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOp
   batch_sessions_.reserve(slots_.size());
   batch_tokens_.reserve(slots_.size());
   batch_slots_.reserve(slots_.size());
+  prefill_order_.reserve(slots_.size());
+  admitted_.reserve(slots_.size());
   batch_logits_.resize(slots_.size() * vocab_size_);
   prefill_logits_.resize(vocab_size_);
   thread_ = std::thread([this] { loop(); });
@@ -203,7 +212,8 @@ void Scheduler::reap_cancelled_running() {
 }
 
 void Scheduler::admit() {
-  std::vector<std::shared_ptr<detail::RequestState>> admitted;
+  std::vector<std::shared_ptr<detail::RequestState>>& admitted = admitted_;
+  admitted.clear();
   {
     std::lock_guard lock(mutex_);
     std::erase_if(waiting_, [this](const auto& request) {
@@ -255,7 +265,8 @@ void Scheduler::decode() {
 
 int Scheduler::prefill() {
   // Prefilling slots, oldest admission first.
-  std::vector<Slot*> order;
+  std::vector<Slot*>& order = prefill_order_;
+  order.clear();
   for (Slot& slot : slots_) {
     if (slot.request && slot.continuation->tokens().empty()) order.push_back(&slot);
   }
@@ -297,7 +308,7 @@ void Scheduler::take(Slot& slot, std::span<float> logits) {
   if (slot.continuation->tokens().size() == 1) {
     slot.summary.first_token_seconds = seconds_between(slot.request->submitted, Clock::now());
   }
-  if (step.emit) slot.request->publish(step.text);
+  slot.request->publish(step.emit ? step.text : "", static_cast<int>(slot.continuation->tokens().size()));
   if (step.done || slot.session->position() >= context_length_) {
     finish(slot, /*cancelled=*/false);
     return;

@@ -89,9 +89,11 @@ class RequestHandle {
 
   struct Update {
     std::string text;  // text made final since the previous wait(); special tokens and stop strings never appear
+    int tokens = 0;    // tokens generated so far (text may lag: a partial character or stop-string prefix waits)
     bool finished = false;
   };
-  // Returns as soon as there is new text or the request has finished, or after `timeout` with neither.
+  // Returns as soon as there is new text, the first token (even if it shows no text yet), or the end; or after
+  // `timeout` with none of them.
   Update wait(std::chrono::milliseconds timeout);
   // Asks the scheduler to drop the request at its next step; its slot and KV cache are freed then.
   void cancel();
@@ -99,6 +101,7 @@ class RequestHandle {
 
  private:
   std::shared_ptr<detail::RequestState> state_;
+  int seen_tokens_ = 0;  // `tokens` of the previous wait()
 };
 
 struct SchedulerStats {
@@ -160,12 +163,14 @@ class Scheduler {
   int vocab_size_;
   std::vector<Slot> slots_;  // touched only by the scheduler thread
   uint64_t admissions_ = 0;
-  // decode_batch() arguments, sized for every slot at start-up.
+  // decode_batch() arguments and per-step scratch, sized for every slot at start-up: steps do not allocate.
   std::vector<Session*> batch_sessions_;
   std::vector<int32_t> batch_tokens_;
   std::vector<Slot*> batch_slots_;
   std::vector<float> batch_logits_;
   std::vector<float> prefill_logits_;
+  std::vector<Slot*> prefill_order_;                             // prefill()'s scratch
+  std::vector<std::shared_ptr<detail::RequestState>> admitted_;  // admit()'s scratch
 
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable wake_;

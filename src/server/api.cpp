@@ -99,9 +99,12 @@ void refuse_unsupported(const Fields& fields) {
   for (const char* name :
        {"logprobs", "top_logprobs", "suffix", "tools", "functions", "logit_bias", "response_format"}) {
     const json* v = fields.get(name);
-    if (v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_structured() && v->empty())) {
-      invalid(name, std::string("'") + name + "' is not supported");
-    }
+    if (!v) continue;
+    // Values that ask for nothing: false, 0, "", [], {}, and the default response format.
+    const bool nothing = (v->is_boolean() && !v->get<bool>()) || (v->is_number() && v->get<double>() == 0) ||
+                         (v->is_string() && v->get<std::string>().empty()) || (v->is_structured() && v->empty()) ||
+                         (v->is_object() && v->value("type", "") == "text" && v->size() == 1);
+    if (!nothing) invalid(name, std::string("'") + name + "' is not supported");
   }
 }
 

@@ -85,12 +85,14 @@ class Relay {
     std::string text;  // the whole reply, when not streaming
     while (true) {
       auto update = handle_->wait(kClientPoll);
-      if (!update.text.empty()) {
-        if (!stream_) {
-          text += update.text;
-        } else if (!write(sink, stream_chunk(info_, update.text))) {
-          return false;
-        }
+      // A stream's first chunk goes out with the first token even if it shows no text yet (a special token, part
+      // of a character), so that clients see generation start: what time-to-first-token measures.
+      const bool first = !started_ && update.tokens > 0;
+      started_ = started_ || first;
+      if (!stream_) {
+        text += update.text;
+      } else if ((first || !update.text.empty()) && !write(sink, stream_chunk(info_, update.text))) {
+        return false;
       }
       if (update.finished) break;
       if (update.text.empty() && !sink.is_writable()) return abandon();
@@ -129,6 +131,7 @@ class Relay {
   std::unique_ptr<RequestHandle> handle_;
   bool stream_;
   bool include_usage_;
+  bool started_ = false;  // a chunk carrying generated output has gone out
   ResponseInfo info_;
   std::shared_ptr<void> ticket_;  // the server's InFlight count, held until the response is written
 };

@@ -76,7 +76,8 @@ int run(const TestServer& s, int first, int count, int clients) {
             call.valid ? answered(call, r) : r.status >= 400 && r.status < 500 && r.body_json().contains("error");
         if (!ok) {
           ++failures;
-          ADD_FAILURE() << "call " << i << " " << call.path << " " << call.body << " -> " << r.status << " " << r.body << r.error;
+          ADD_FAILURE() << "call " << i << " " << call.path << " " << call.body << " -> " << r.status << " " << r.body
+                        << r.error;
         }
       }
     });
