@@ -204,7 +204,9 @@ void print_table(const nlohmann::json& report) {
 void add_model_bench_options(CLI::App& command, ModelBenchOptions& o) {
   add_model_options(command, o.model);
   command.get_option("--model")->required(false);
-  command.add_option("--prompt-len", o.prompt_lengths, "Prompt lengths to time (comma-separated)")
+  command
+      .add_option("--prompt-len", o.prompt_lengths,
+                  "Prompt lengths to time, comma-separated (--server: the first, per request)")
       ->delimiter(',')
       ->capture_default_str();
   command.add_option("--gen", o.gen, "Tokens to decode per run")->capture_default_str()->check(CLI::PositiveNumber);
@@ -219,7 +221,6 @@ void add_model_bench_options(CLI::App& command, ModelBenchOptions& o) {
 }
 
 void run_model_bench(const ModelBenchOptions& o) {
-  if (o.model.dir.empty()) fail("ernie bench needs --model DIR|FILE (or --server URL)");
   if (o.prompt_lengths.empty()) fail("--prompt-len needs at least one length");
   for (int n : o.prompt_lengths) {
     if (n <= 0 || n + o.gen > o.model.context_length) fail("prompt length ", n, " + --gen must fit --ctx");

@@ -6,7 +6,6 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "tokenizer/chat_template.h"
 
 namespace ernie::cli {
 
@@ -127,22 +126,6 @@ std::string ids_to_json(const std::vector<int32_t>& ids) {
   std::string out = "[";
   for (size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
   return out + "]";
-}
-
-std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages, bool add_generation_prompt) {
-  if (tokenizer.chat_template().empty()) fail("this checkpoint's tokenizer_config.json has no chat_template");
-  nlohmann::json context = nlohmann::json::object();
-  for (const auto& [name, text] : tokenizer.special_token_strings()) context[name] = text;
-  context["messages"] = messages;
-  context["add_generation_prompt"] = add_generation_prompt;
-  return ChatTemplate::parse(tokenizer.chat_template()).render(context);
-}
-
-void add_chat_end_ids(const Tokenizer& tokenizer, std::vector<int32_t>& eos_ids) {
-  const auto& specials = tokenizer.special_token_strings();
-  const auto sep = specials.find("sep_token");
-  if (sep == specials.end()) return;
-  if (const auto id = tokenizer.token_id(sep->second)) eos_ids.push_back(*id);
 }
 
 void report_generation(const GenerationResult& r) {

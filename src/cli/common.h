@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/chat.h"
 #include "engine/generator.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -63,11 +64,6 @@ void add_prompt_input(CLI::App& command, PromptInput& input);
 std::vector<int32_t> parse_ids(const std::string& text);
 std::string ids_to_json(const std::vector<int32_t>& ids);
 
-// The conversation rendered by the checkpoint's chat template, with the special tokens transformers passes it.
-std::string render_chat(const Tokenizer& tokenizer, const nlohmann::json& messages, bool add_generation_prompt);
-// Adds the template's end-of-turn token (sep_token, "<|end_of_sentence|>" for ERNIE) to the ids that end a reply.
-void add_chat_end_ids(const Tokenizer& tokenizer, std::vector<int32_t>& eos_ids);
-
 // One stderr line: prompt and generation speed, finish reason.
 void report_generation(const GenerationResult& result);
 
@@ -77,6 +73,7 @@ void register_logits(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_info(CLI::App& app);
 void register_make_random(CLI::App& app);
+void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
 
 }  // namespace ernie::cli

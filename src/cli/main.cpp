@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   ernie::cli::register_tokenize(app);
   ernie::cli::register_info(app);
   ernie::cli::register_make_random(app);
+  ernie::cli::register_serve(app);
   ernie::cli::register_bench(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,101 @@
+// ernie serve: the HTTP server (/predict, OpenAI-compatible completions and chat, /health, /metrics) over the
+// continuous-batching scheduler. SIGINT/SIGTERM stop it gracefully: no new connections, admitted requests finish,
+// exit 0; a second signal cancels what is still running.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "cli/common.h"
+#include "server/server.h"
+
+namespace ernie::cli {
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  server::ServerOptions server;
+};
+
+// The name clients use for the model: the checkpoint folder's name.
+std::string model_id(const std::string& dir) {
+  std::filesystem::path path(dir);
+  if (path.filename().empty()) path = path.parent_path();
+  return path.filename().empty() ? "ernie" : path.filename().string();
+}
+
+void serve(ServeOptions& o) {
+  // This thread takes SIGINT and SIGTERM with sigwait(); blocking them first means every thread started from here on
+  // (HTTP pool, scheduler) inherits the mask and none is interrupted by them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  o.server.scheduler.context_length = o.model.context_length;
+  server::Server server(o.server);
+  const int port = server.listen();
+  std::fprintf(stderr, "ernie: listening on http://%s:%d (loading the model)\n", o.server.host.c_str(), port);
+
+  LoadedModel loaded = load_model(o.model, /*with_tokenizer=*/true);
+  server.serve_model({.model = std::move(loaded.model),
+                      .tokenizer = std::make_unique<Tokenizer>(std::move(*loaded.tokenizer)),
+                      .defaults = loaded.defaults,
+                      .id = model_id(o.model.dir)});
+  const auto stats = *server.scheduler_stats();
+  std::fprintf(stderr,
+               "ernie: ready at http://%s:%d: %d slots x %lld tokens of context (KV cache %.1f MiB), queue of %d\n",
+               o.server.host.c_str(), port, o.server.scheduler.max_running,
+               static_cast<long long>(stats.kv_capacity / o.server.scheduler.max_running), stats.kv_bytes / 1048576.0,
+               o.server.scheduler.max_waiting);
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  const auto left = *server.scheduler_stats();
+  std::fprintf(stderr, "ernie: %s: finishing %d running and %d waiting requests (signal again to cancel them)\n",
+               strsignal(signal), left.running, left.waiting);
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    server.shutdown();
+    stopped = true;
+  });
+  const timespec poll{.tv_sec = 0, .tv_nsec = 100'000'000};
+  while (!stopped) {
+    if (sigtimedwait(&signals, nullptr, &poll) > 0) {
+      std::fprintf(stderr, "ernie: cancelling the requests still running\n");
+      server.cancel_all();
+    }
+  }
+  stopper.join();
+  std::fprintf(stderr, "ernie: stopped\n");
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto options = std::make_shared<ServeOptions>();
+  CLI::App* cmd = app.add_subcommand("serve", "HTTP server: /predict, OpenAI-compatible API, /health, /metrics");
+  add_model_options(*cmd, options->model);
+  server::ServerOptions& s = options->server;
+  cmd->add_option("--host", s.host, "Address to listen on (0.0.0.0 for every interface)")->capture_default_str();
+  cmd->add_option("--port", s.port, "TCP port (0 picks a free one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--max-batch", s.scheduler.max_running, "Requests generating at once (decoded in one batch)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--queue", s.scheduler.max_waiting, "Requests waiting for a slot; beyond that the answer is 503")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--prefill-chunk", s.scheduler.prefill_chunk,
+                  "Prompt tokens per scheduler step: smaller keeps running streams smoother while long prompts load")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
+  cmd->callback([options] { serve(*options); });
+}
+
+}  // namespace ernie::cli

@@ -1,0 +1,58 @@
+// One sequence's generated part, a token at a time: sampling, the end conditions (end-of-sequence id, stop string,
+// max_new_tokens) and the text that becomes final with each token. generate() and the Scheduler both drive their
+// sequences through it, so a request ends the same way and streams the same text whichever of them runs it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/generator.h"
+#include "engine/sampler.h"
+#include "engine/stop_strings.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ernie {
+
+class Continuation {
+ public:
+  // `prompt` seeds the repetition penalty. Raises ernie::Error for invalid sampling params or max_new_tokens < 0.
+  // Keeps its own copy of the options; the tokenizer must outlive the continuation. Allocates the sampler's scratch
+  // (about 23 bytes per vocab entry).
+  Continuation(const Tokenizer& tokenizer, const GenerationOptions& options, std::span<const int32_t> prompt,
+               int vocab_size);
+
+  struct Step {
+    int32_t token;
+    std::string text;  // text made final by this token: may be empty (held back), never includes a stop string
+    bool emit;         // false for an end-of-sequence id, which is recorded but not shown
+    bool done;         // generation ends here: end-of-sequence id, stop string, or max_new_tokens reached
+  };
+  // Chooses the next token from `logits` ([vocab_size], overwritten) and records it. Must not be called once a
+  // step was done or after stop().
+  Step next(std::span<float> logits);
+
+  // Ends generation early for the caller's own reason (a full context stays "length"; cancellation is "stop").
+  void stop(FinishReason reason) { finish_reason_ = reason; }
+
+  // End of generation: the text still held back (a partial UTF-8 character or a possible stop-string prefix),
+  // or "" when a stop string ended it.
+  std::string flush();
+
+  const std::vector<int32_t>& tokens() const { return tokens_; }  // including a final end-of-sequence id
+  FinishReason finish_reason() const { return finish_reason_; }
+
+ private:
+  int max_new_tokens_;
+  bool ignore_eos_;
+  std::vector<int32_t> eos_ids_;
+  Sampler sampler_;
+  StreamDecoder decoder_;
+  StopStringMatcher stops_;
+  std::vector<int32_t> tokens_;
+  FinishReason finish_reason_ = FinishReason::Length;
+  bool stop_string_found_ = false;
+};
+
+}  // namespace ernie

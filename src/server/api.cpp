@@ -1,0 +1,429 @@
+#include "server/api.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "engine/chat.h"
+
+namespace ernie::server {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void invalid(const std::string& param, const std::string& message,
+                          const std::string& code = "invalid_value") {
+  throw ApiError(400, code, message, param);
+}
+
+// Reads optional fields of a request object; null counts as absent, as in OpenAI's API. A field of the wrong type
+// raises ApiError naming it.
+class Fields {
+ public:
+  explicit Fields(const json& object) : object_(object) {}
+
+  const json* get(const char* name) const {
+    const auto it = object_.find(name);
+    return it == object_.end() || it->is_null() ? nullptr : &*it;
+  }
+  std::optional<double> number(const char* name) const {
+    const json* v = typed(name, &json::is_number, "a number");
+    return v ? std::optional(v->get<double>()) : std::nullopt;
+  }
+  std::optional<int64_t> integer(const char* name) const {
+    const json* v = typed(name, &json::is_number_integer, "an integer");
+    if (v && v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      invalid(name, std::string("'") + name + "' is too large");
+    }
+    return v ? std::optional(v->get<int64_t>()) : std::nullopt;
+  }
+  std::optional<bool> boolean(const char* name) const {
+    const json* v = typed(name, &json::is_boolean, "a boolean");
+    return v ? std::optional(v->get<bool>()) : std::nullopt;
+  }
+  // A number within [low, high] (bounds inclusive unless `open_low`).
+  std::optional<float> ranged(const char* name, double low, double high, bool open_low = false) const {
+    const auto v = number(name);
+    if (v && (*v < low || *v > high || (open_low && *v == low))) {
+      invalid(name, std::string("'") + name + "' must lie in " + (open_low ? "(" : "[") + format(low) + ", " +
+                        format(high) + "], got " + format(*v));
+    }
+    return v ? std::optional(static_cast<float>(*v)) : std::nullopt;
+  }
+
+  static std::string format(double v) { return json(v).dump(); }
+
+ private:
+  const json* typed(const char* name, bool (json::*is)() const noexcept, const char* expected) const {
+    const json* v = get(name);
+    if (v && !(v->*is)()) {
+      invalid(name, std::string("'") + name + "' must be " + expected + ", not " + v->type_name(), "invalid_type");
+    }
+    return v;
+  }
+
+  const json& object_;
+};
+
+json parse_object(std::string_view body) {
+  if (const auto at = invalid_utf8_at(body)) {
+    invalid("", "the request body is not valid UTF-8 (byte " + std::to_string(*at) + ")", "invalid_utf8");
+  }
+  json value;
+  try {
+    value = json::parse(body);
+  } catch (const json::parse_error& e) {
+    invalid("", std::string("the request body is not valid JSON: ") + e.what(), "invalid_json");
+  }
+  if (!value.is_object()) invalid("", std::string("the request body must be a JSON object, not ") + value.type_name());
+  return value;
+}
+
+void check_model(const Fields& fields, const ApiModel& model) {
+  const json* name = fields.get("model");
+  if (!name) return;  // optional: there is only one
+  if (!name->is_string())
+    invalid("model", std::string("'model' must be a string, not ") + name->type_name(), "invalid_type");
+  if (name->get<std::string>() != model.id) {
+    throw ApiError(404, "model_not_found",
+                   "The model '" + name->get<std::string>() + "' does not exist; this server serves '" + model.id + "'",
+                   "model");
+  }
+}
+
+// Fields that ask for something this server does not do are refused rather than silently ignored.
+void refuse_unsupported(const Fields& fields) {
+  if (const auto n = fields.integer("n"); n && *n != 1) invalid("n", "only n=1 is supported");
+  if (const auto best_of = fields.integer("best_of"); best_of && *best_of != 1)
+    invalid("best_of", "only best_of=1 is supported");
+  if (fields.boolean("echo").value_or(false)) invalid("echo", "'echo' is not supported");
+  for (const char* name :
+       {"logprobs", "top_logprobs", "suffix", "tools", "functions", "logit_bias", "response_format"}) {
+    const json* v = fields.get(name);
+    if (!v) continue;
+    // Values that ask for nothing: false, 0, "", [], {}, and the default response format.
+    const bool nothing = (v->is_boolean() && !v->get<bool>()) || (v->is_number() && v->get<double>() == 0) ||
+                         (v->is_string() && v->get<std::string>().empty()) || (v->is_structured() && v->empty()) ||
+                         (v->is_object() && v->value("type", "") == "text" && v->size() == 1);
+    if (!nothing) invalid(name, std::string("'") + name + "' is not supported");
+  }
+}
+
+// Sampling and length fields shared by the completion endpoints, applied over generation_config.json's defaults.
+void apply_sampling(const Fields& fields, GenerationOptions& o) {
+  SamplingParams& s = o.sampling;
+  if (const auto v = fields.ranged("temperature", 0, 2)) s.temperature = *v;
+  if (const auto v = fields.ranged("top_p", 0, 1, /*open_low=*/true)) s.top_p = *v;
+  if (const auto v = fields.integer("top_k")) {
+    if (*v < -1) invalid("top_k", "'top_k' must be -1 or 0 (off) or positive");
+    s.top_k = static_cast<int>(std::min<int64_t>(std::max<int64_t>(*v, 0), INT32_MAX));
+  }
+  if (const auto v = fields.ranged("min_p", 0, 1)) s.min_p = *v;
+  if (const auto v = fields.ranged("presence_penalty", -2, 2)) s.presence_penalty = *v;
+  if (const auto v = fields.ranged("frequency_penalty", -2, 2)) s.frequency_penalty = *v;
+  if (const auto v = fields.ranged("repetition_penalty", 0, 100, /*open_low=*/true)) s.repetition_penalty = *v;
+  if (const auto v = fields.integer("seed")) s.seed = static_cast<uint64_t>(*v);
+  if (const auto v = fields.boolean("ignore_eos")) o.ignore_eos = *v;
+  if (const json* stop = fields.get("stop")) {
+    if (stop->is_string()) {
+      o.stop_strings = {stop->get<std::string>()};
+    } else if (stop->is_array() &&
+               std::all_of(stop->begin(), stop->end(), [](const json& s) { return s.is_string(); })) {
+      o.stop_strings = stop->get<std::vector<std::string>>();
+    } else {
+      invalid("stop", "'stop' must be a string or an array of strings", "invalid_type");
+    }
+  }
+  try {
+    s.validate();
+  } catch (const Error& e) {
+    invalid("", e.what());
+  }
+}
+
+// max_tokens against the context: a prompt must leave room to generate, and an explicit max_tokens must fit beside
+// it; without one, generation stops at the default or where the context ends.
+void fit_context(const Fields& fields, const char* prompt_name, const char* max_tokens_name, size_t prompt_tokens,
+                 const ApiModel& model, GenerationOptions& o) {
+  const int64_t context = model.context_length;
+  if (static_cast<int64_t>(prompt_tokens) >= context) {
+    invalid(prompt_name,
+            "This model's maximum context length is " + std::to_string(context) + " tokens; the prompt has " +
+                std::to_string(prompt_tokens) + " tokens, leaving no room to generate",
+            "context_length_exceeded");
+  }
+  const int64_t room = context - static_cast<int64_t>(prompt_tokens);
+  const auto requested = fields.integer(max_tokens_name);
+  if (!requested) {
+    o.max_new_tokens = static_cast<int>(std::min<int64_t>(o.max_new_tokens, room));
+    return;
+  }
+  if (*requested < 1) invalid(max_tokens_name, std::string("'") + max_tokens_name + "' must be at least 1");
+  if (*requested > room) {
+    invalid(max_tokens_name,
+            "This model's maximum context length is " + std::to_string(context) + " tokens; you requested " +
+                std::to_string(prompt_tokens + *requested) + " (" + std::to_string(prompt_tokens) + " in the prompt, " +
+                std::to_string(*requested) + " to generate)",
+            "context_length_exceeded");
+  }
+  o.max_new_tokens = static_cast<int>(*requested);
+}
+
+void read_stream_fields(const Fields& fields, GenerationCall& call) {
+  call.stream = fields.boolean("stream").value_or(false);
+  if (const json* options = fields.get("stream_options")) {
+    if (!options->is_object()) invalid("stream_options", "'stream_options' must be an object", "invalid_type");
+    call.include_usage = Fields(*options).boolean("include_usage").value_or(false);
+  }
+}
+
+// OpenAI's prompt forms with one prompt: "text", ["text"], [1, 2, 3] or [[1, 2, 3]].
+std::vector<int32_t> completion_prompt(const json* prompt, const ApiModel& model) {
+  if (!prompt) invalid("prompt", "'prompt' is required", "missing_field");
+  const auto ids = [](const json& array) {
+    return std::all_of(array.begin(), array.end(), [](const json& v) { return v.is_number_integer(); });
+  };
+  if (prompt->is_string()) return model.tokenizer.encode(prompt->get<std::string>());
+  if (prompt->is_array() && prompt->size() == 1 && ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+    return completion_prompt(&(*prompt)[0], model);
+  }
+  if (prompt->is_array() && !prompt->empty() && ids(*prompt)) {
+    std::vector<int32_t> out;
+    for (const json& v : *prompt) {
+      const int64_t id = v.get<int64_t>();
+      if (id < 0 || id > INT32_MAX) invalid("prompt", "token id " + std::to_string(id) + " is out of range");
+      out.push_back(static_cast<int32_t>(id));
+    }
+    return out;
+  }
+  if (prompt->is_array() && prompt->size() > 1 &&
+      std::all_of(prompt->begin(), prompt->end(), [](const json& v) { return v.is_string() || v.is_array(); })) {
+    invalid("prompt", "only one prompt per request is supported");
+  }
+  invalid("prompt", "'prompt' must be a string or an array of token ids", "invalid_type");
+}
+
+// The messages as the chat template expects them: role and a string content.
+json chat_messages(const json* messages) {
+  if (!messages) invalid("messages", "'messages' is required", "missing_field");
+  if (!messages->is_array() || messages->empty()) {
+    invalid("messages", "'messages' must be a non-empty array of {role, content} objects", "invalid_type");
+  }
+  json out = json::array();
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) invalid(where, where + " must be an object", "invalid_type");
+    const Fields fields(m);
+    const json* role = fields.get("role");
+    if (!role || !role->is_string()) invalid(where + ".role", where + ".role must be a string", "invalid_type");
+    const std::string r = role->get<std::string>();
+    if (r != "system" && r != "user" && r != "assistant") {
+      invalid(where + ".role", where + ".role must be system, user or assistant, not '" + r + "'");
+    }
+    const json* content = fields.get("content");
+    std::string text;
+    if (content && content->is_string()) {
+      text = content->get<std::string>();
+    } else if (content && content->is_array()) {
+      // Content parts: only text ones.
+      for (const json& part : *content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string()) {
+          invalid(where + ".content", where + ".content parts must be {\"type\": \"text\", \"text\": ...}");
+        }
+        text += part["text"].get<std::string>();
+      }
+    } else if (content || r != "assistant") {
+      invalid(where + ".content", where + ".content must be a string or an array of text parts", "invalid_type");
+    }
+    out.push_back({{"role", r}, {"content", text}});
+  }
+  return out;
+}
+
+std::vector<int32_t> chat_prompt(const json& messages, const ApiModel& model) {
+  if (!model.chat_template) invalid("messages", "this checkpoint has no chat template; use /v1/completions");
+  try {
+    return model.tokenizer.encode(render_chat(*model.chat_template, model.tokenizer, messages, true));
+  } catch (const Error& e) {
+    invalid("messages", std::string("the chat template refused the messages: ") + e.what());
+  }
+}
+
+GenerationOptions chat_options(const ApiModel& model) {
+  GenerationOptions o = model.defaults;
+  add_chat_end_ids(model.tokenizer, o.eos_ids);
+  return o;
+}
+
+const char* object_name(Endpoint endpoint, bool chunk) {
+  if (endpoint == Endpoint::ChatCompletions) return chunk ? "chat.completion.chunk" : "chat.completion";
+  return "text_completion";
+}
+
+json usage(const RequestSummary& s) {
+  return {{"prompt_tokens", s.prompt_tokens},
+          {"completion_tokens", s.completion_tokens},
+          {"total_tokens", s.prompt_tokens + s.completion_tokens}};
+}
+
+json chunk_envelope(const ResponseInfo& info, json choices) {
+  return {{"id", info.id},
+          {"object", object_name(info.endpoint, true)},
+          {"created", info.created},
+          {"model", info.model},
+          {"choices", std::move(choices)}};
+}
+
+}  // namespace
+
+json ApiError::body() const {
+  return {{"error",
+           {{"message", what()},
+            {"type", status_ >= 500 ? "server_error" : "invalid_request_error"},
+            {"param", param_.empty() ? json(nullptr) : json(param_)},
+            {"code", code_}}}};
+}
+
+std::optional<size_t> invalid_utf8_at(std::string_view text) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char lead = byte(i);
+    size_t n;
+    uint32_t cp, min;
+    if (lead < 0x80) {
+      ++i;
+      continue;
+    } else if ((lead & 0xE0) == 0xC0) {
+      n = 2, cp = lead & 0x1F, min = 0x80;
+    } else if ((lead & 0xF0) == 0xE0) {
+      n = 3, cp = lead & 0x0F, min = 0x800;
+    } else if ((lead & 0xF8) == 0xF0) {
+      n = 4, cp = lead & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (i + n > text.size()) return i;
+    for (size_t k = 1; k < n; ++k) {
+      if ((byte(i + k) & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (byte(i + k) & 0x3F);
+    }
+    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
+    if (cp < min || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return i;
+    i += n;
+  }
+  return std::nullopt;
+}
+
+GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
+  const json request = parse_object(body);
+  const Fields fields(request);
+  check_model(fields, model);
+  refuse_unsupported(fields);
+  GenerationCall call{.endpoint = Endpoint::Completions, .options = model.defaults};
+  read_stream_fields(fields, call);
+  apply_sampling(fields, call.options);
+  call.prompt = completion_prompt(fields.get("prompt"), model);
+  if (call.prompt.empty()) invalid("prompt", "the prompt is empty: there is nothing to continue from");
+  fit_context(fields, "prompt", "max_tokens", call.prompt.size(), model, call.options);
+  return call;
+}
+
+GenerationCall parse_chat_completion(std::string_view body, const ApiModel& model) {
+  const json request = parse_object(body);
+  const Fields fields(request);
+  check_model(fields, model);
+  refuse_unsupported(fields);
+  GenerationCall call{.endpoint = Endpoint::ChatCompletions, .options = chat_options(model)};
+  read_stream_fields(fields, call);
+  apply_sampling(fields, call.options);
+  call.prompt = chat_prompt(chat_messages(fields.get("messages")), model);
+  const bool newer_name = fields.get("max_completion_tokens") != nullptr;
+  fit_context(fields, "messages", newer_name ? "max_completion_tokens" : "max_tokens", call.prompt.size(), model,
+              call.options);
+  return call;
+}
+
+GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<std::string, std::string>>& query,
+                             const ApiModel& model) {
+  json request = json::object();
+  const bool has_body = body.find_first_not_of(" \t\r\n") != std::string_view::npos;
+  if (has_body) request = parse_object(body);
+  // Query parameters fill in what the body lacks; their values read as JSON scalars ("0.5" is a number).
+  for (const auto& [name, value] : query) {
+    if (request.contains(name)) continue;
+    if (name == "text") {
+      if (const auto at = invalid_utf8_at(value)) {
+        invalid("text", "the 'text' parameter is not valid UTF-8 (byte " + std::to_string(*at) + ")", "invalid_utf8");
+      }
+      request[name] = value;
+    } else {
+      request[name] = json::parse(value, nullptr, /*allow_exceptions=*/false);
+      if (request[name].is_discarded()) request[name] = value;
+    }
+  }
+  const Fields fields(request);
+  const json* text = fields.get("text");
+  if (!text) invalid("text", "'text' is required, as a query parameter or in a JSON body", "missing_field");
+  if (!text->is_string())
+    invalid("text", std::string("'text' must be a string, not ") + text->type_name(), "invalid_type");
+
+  GenerationCall call{.endpoint = Endpoint::Predict, .options = chat_options(model)};
+  SamplingParams& s = call.options.sampling;
+  if (const auto v = fields.ranged("temperature", 0, 2)) s.temperature = *v;
+  if (const auto v = fields.ranged("top_p", 0, 1, /*open_low=*/true)) s.top_p = *v;
+  if (const auto v = fields.integer("seed")) s.seed = static_cast<uint64_t>(*v);
+  const json messages = json::array({{{"role", "user"}, {"content", text->get<std::string>()}}});
+  call.prompt = chat_prompt(messages, model);
+  fit_context(fields, "text", "max_tokens", call.prompt.size(), model, call.options);
+  return call;
+}
+
+json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary) {
+  if (info.endpoint == Endpoint::Predict) return {{"text", text}};
+  const std::string finish(finish_reason_name(summary.finish_reason));
+  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  if (info.endpoint == Endpoint::ChatCompletions) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  return {{"id", info.id},       {"object", object_name(info.endpoint, false)}, {"created", info.created},
+          {"model", info.model}, {"choices", json::array({std::move(choice)})}, {"usage", usage(summary)}};
+}
+
+std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish) {
+  json choice = {{"index", 0},
+                 {"logprobs", nullptr},
+                 {"finish_reason", finish ? json(finish_reason_name(finish->finish_reason)) : json(nullptr)}};
+  if (info.endpoint == Endpoint::ChatCompletions) {
+    choice["delta"] = text.empty() ? json::object() : json{{"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  return sse_event(chunk_envelope(info, json::array({std::move(choice)})));
+}
+
+std::string stream_role_chunk(const ResponseInfo& info) {
+  json choice = {{"index", 0},
+                 {"delta", {{"role", "assistant"}, {"content", ""}}},
+                 {"logprobs", nullptr},
+                 {"finish_reason", nullptr}};
+  return sse_event(chunk_envelope(info, json::array({std::move(choice)})));
+}
+
+std::string stream_usage_chunk(const ResponseInfo& info, const RequestSummary& summary) {
+  json chunk = chunk_envelope(info, json::array());
+  chunk["usage"] = usage(summary);
+  return sse_event(chunk);
+}
+
+std::string sse_event(const json& data) {
+  return "data: " + dump(data) + "\n\n";
+}
+
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace ernie::server

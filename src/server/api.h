@@ -1,0 +1,91 @@
+// The JSON side of the HTTP API, without any HTTP: request bodies of /predict, /v1/completions and
+// /v1/chat/completions parsed and checked into one internal form, and the OpenAI-shaped responses, stream chunks and
+// errors built from the scheduler's output.
+//
+// Every problem with a request raises ApiError carrying the HTTP status and an OpenAI-style error object
+// ({"error": {"message", "type", "param", "code"}}), whose message names the offending field.
+#pragma once
+
+#include <cstdint>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/generator.h"
+#include "engine/scheduler.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ernie::server {
+
+class ApiError : public std::runtime_error {
+ public:
+  ApiError(int status, std::string code, const std::string& message, std::string param = {})
+      : std::runtime_error(message), status_(status), code_(std::move(code)), param_(std::move(param)) {}
+  int status() const { return status_; }
+  const std::string& code() const { return code_; }
+  // {"error": {"message", "type", "param", "code"}}: type "invalid_request_error" for 4xx, "server_error" for 5xx.
+  nlohmann::json body() const;
+
+ private:
+  int status_;
+  std::string code_;
+  std::string param_;
+};
+
+enum class Endpoint { Predict, Completions, ChatCompletions };
+
+// What the parsers need of the served model.
+struct ApiModel {
+  const Tokenizer& tokenizer;
+  const ChatTemplate* chat_template;  // null when the checkpoint has none: chat requests are refused
+  GenerationOptions defaults;         // generation_config.json's, as default_generation_options() gives them
+  std::string id;                     // the name clients pass as "model"
+  int context_length;
+};
+
+struct GenerationCall {
+  Endpoint endpoint = Endpoint::Completions;
+  std::vector<int32_t> prompt = {};
+  GenerationOptions options = {};
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk carries the token counts
+};
+
+// /v1/completions: "prompt" is a string or token ids (one prompt per request; n must be 1).
+GenerationCall parse_completion(std::string_view body, const ApiModel& model);
+// /v1/chat/completions: "messages" go through the chat template; the template's end-of-turn token ends the reply.
+GenerationCall parse_chat_completion(std::string_view body, const ApiModel& model);
+// /predict, the seed's API: the text is the `text` query parameter or the body's {"text": ...}; it is the user's turn
+// of a chat, as in the model card's example. max_tokens, temperature, top_p and seed override generation_config.json,
+// from the body or from query parameters of those names (the body wins where both give one).
+GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<std::string, std::string>>& query,
+                             const ApiModel& model);
+
+// Offset of the first byte that is not part of well-formed UTF-8, or nullopt if `text` is valid.
+std::optional<size_t> invalid_utf8_at(std::string_view text);
+
+// Responses. `id` and `created` identify the request; `summary` gives the finish reason and token counts.
+struct ResponseInfo {
+  Endpoint endpoint;
+  std::string id;
+  std::time_t created;
+  std::string model;
+};
+nlohmann::json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary);
+// One server-sent event ("data: {...}\n\n") carrying `text`, and with `finish` the finish reason.
+std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish = nullptr);
+// The chat stream's first event, announcing the assistant's role (as OpenAI sends it).
+std::string stream_role_chunk(const ResponseInfo& info);
+// The event with the token counts (stream_options.include_usage): empty choices, "usage" set.
+std::string stream_usage_chunk(const ResponseInfo& info, const RequestSummary& summary);
+std::string sse_event(const nlohmann::json& data);
+
+// Serializes without throwing: invalid UTF-8 (never expected here) becomes U+FFFD.
+std::string dump(const nlohmann::json& value);
+
+}  // namespace ernie::server

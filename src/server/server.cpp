@@ -1,0 +1,382 @@
+#include "server/server.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <random>
+
+#include "core/error.h"
+
+namespace ernie::server {
+namespace {
+
+using nlohmann::json;
+
+// How often a thread waiting on the scheduler looks at its client's socket: the bound on how long a slot stays taken
+// after its client went away.
+constexpr auto kClientPoll = std::chrono::milliseconds(50);
+
+constexpr std::array<const char*, 6> kRoutes = {"/predict",   "/v1/completions", "/v1/chat/completions",
+                                                "/v1/models", "/health",         "/metrics"};
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& error) {
+  send_json(res, error.status(), error.body());
+}
+
+uint64_t random_u64() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+std::string request_id(Endpoint endpoint) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(random_u64()));
+  return (endpoint == Endpoint::ChatCompletions ? "chatcmpl-" : "cmpl-") + std::string(hex);
+}
+
+// Constant-time comparison, so response timing does not reveal how much of a guessed key was right.
+bool same_secret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+// Reads a POST body of at most `limit` bytes into `body`. A request with neither Content-Length nor chunked encoding
+// has no body (`curl -X POST '/predict?text=hi'` sends none); cpp-httplib alone would wait for the client to close.
+// On failure the status is set (413 for too large) and the error handler writes the message.
+bool read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader, size_t limit,
+               std::string& body) {
+  const bool chunked = req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+  if (!chunked && !req.has_header("Content-Length")) return true;
+  bool too_large = false;
+  const bool ok = reader([&](const char* data, size_t n) {
+    too_large = body.size() + n > limit;  // Content-Length is checked by cpp-httplib; chunked bodies here
+    if (!too_large) body.append(data, n);
+    return !too_large;
+  });
+  if (ok) return true;
+  if (too_large) res.status = 413;
+  if (res.status < 400) res.status = 400;
+  return false;
+}
+
+// Relays one admitted request's output to its client: server-sent events when streaming, else one JSON body when
+// the request ends. Runs on the connection's HTTP thread, inside cpp-httplib's chunked content provider, and writes
+// the whole response in that one call. A failed write or a closed socket cancels the request.
+class Relay {
+ public:
+  Relay(std::unique_ptr<RequestHandle> handle, const GenerationCall& call, ResponseInfo info,
+        std::shared_ptr<void> ticket)
+      : handle_(std::move(handle)),
+        stream_(call.stream),
+        include_usage_(call.include_usage),
+        info_(std::move(info)),
+        ticket_(std::move(ticket)) {}
+
+  bool run(httplib::DataSink& sink) {
+    if (stream_ && info_.endpoint == Endpoint::ChatCompletions && !write(sink, stream_role_chunk(info_))) return false;
+    std::string text;  // the whole reply, when not streaming
+    while (true) {
+      auto update = handle_->wait(kClientPoll);
+      // A stream's first chunk goes out with the first token even if it shows no text yet (a special token, part
+      // of a character), so that clients see generation start: what time-to-first-token measures.
+      const bool first = !started_ && update.tokens > 0;
+      started_ = started_ || first;
+      if (!stream_) {
+        text += update.text;
+      } else if ((first || !update.text.empty()) && !write(sink, stream_chunk(info_, update.text))) {
+        return false;
+      }
+      if (update.finished) break;
+      if (update.text.empty() && !sink.is_writable()) return abandon();
+    }
+    if (!write(sink, ending(text, handle_->summary()))) return false;
+    sink.done();
+    return true;
+  }
+
+ private:
+  // What follows the generated text: the finish reason, the counts, [DONE]; or an error if the request did not end
+  // on its own.
+  std::string ending(const std::string& text, const RequestSummary& summary) const {
+    if (summary.cancelled || !summary.error.empty()) {
+      const ApiError error = summary.error.empty()
+                                 ? ApiError(503, "cancelled", "the request was cancelled: the server is shutting down")
+                                 : ApiError(500, "internal_error", "generation failed: " + summary.error);
+      return stream_ ? sse_event(error.body()) + "data: [DONE]\n\n" : dump(error.body());
+    }
+    if (!stream_) return dump(completion_body(info_, text, summary));
+    std::string out = stream_chunk(info_, "", &summary);
+    if (include_usage_) out += stream_usage_chunk(info_, summary);
+    return out + "data: [DONE]\n\n";
+  }
+
+  bool write(httplib::DataSink& sink, const std::string& data) {
+    return sink.write(data.data(), data.size()) || abandon();
+  }
+
+  // The client is gone: free the slot at the scheduler's next step.
+  bool abandon() {
+    handle_->cancel();
+    return false;
+  }
+
+  std::unique_ptr<RequestHandle> handle_;
+  bool stream_;
+  bool include_usage_;
+  bool started_ = false;  // a chunk carrying generated output has gone out
+  ResponseInfo info_;
+  std::shared_ptr<void> ticket_;  // the server's InFlight count, held until the response is written
+};
+
+}  // namespace
+
+class Server::InFlight {
+ public:
+  explicit InFlight(Server& server) : server_(server) {}
+  ~InFlight() { server_.leave(); }
+
+ private:
+  Server& server_;
+};
+
+Server::Server(ServerOptions options) : options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
+  const size_t threads =
+      static_cast<size_t>(options_.scheduler.max_running) + static_cast<size_t>(options_.scheduler.max_waiting) + 8;
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_payload_max_length(options_.max_body_bytes);
+  // SO_REUSEADDR to restart at once on a port in TIME_WAIT, but not cpp-httplib's default SO_REUSEPORT, with which a
+  // second server on the same port would silently take half the connections instead of failing to start.
+  http_->set_socket_options([this](int fd) {
+    const int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listening_fd_ = fd;
+  });
+  install_routes();
+}
+
+Server::~Server() {
+  shutdown();
+}
+
+int Server::listen() {
+  int port = options_.port;
+  if (port == 0) {
+    port = http_->bind_to_any_port(options_.host);
+  } else if (!http_->bind_to_port(options_.host, port)) {
+    port = -1;
+  }
+  if (port < 0) fail("cannot listen on ", options_.host, ":", options_.port, " (address in use or not available)");
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of clients beyond that can find their connection dropped
+  // before it is accepted. Listening again on the bound socket raises the backlog.
+  ::listen(listening_fd_, SOMAXCONN);
+  started_ = std::time(nullptr);
+  listener_ = std::thread([this] { http_->listen_after_bind(); });
+  // stop() is a no-op until the accept loop runs, so make sure it does before anyone may call shutdown().
+  while (!http_->is_running()) std::this_thread::yield();
+  return port;
+}
+
+void Server::serve_model(ServedModel served) {
+  if (ready_) fail("the server already serves a model");
+  served_ = std::move(served);
+  defaults_ = default_generation_options(served_.model->config(), served_.defaults);
+  if (!served_.tokenizer->chat_template().empty())
+    chat_template_ = ChatTemplate::parse(served_.tokenizer->chat_template());
+  SchedulerOptions scheduler = options_.scheduler;
+  scheduler.on_step = [this, after = options_.scheduler.on_step](const StepStats& step) {
+    metrics_.observe_step(step);
+    if (after) after(step);
+  };
+  scheduler.on_finish = [this, after = options_.scheduler.on_finish](const RequestSummary& summary) {
+    metrics_.observe_request(summary);
+    if (after) after(summary);
+  };
+  scheduler_ = std::make_unique<Scheduler>(*served_.model, *served_.tokenizer, std::move(scheduler));
+  ready_ = true;
+}
+
+std::shared_ptr<Server::InFlight> Server::enter() {
+  std::lock_guard lock(in_flight_mutex_);
+  if (draining_) return nullptr;
+  ++in_flight_;
+  return std::make_shared<InFlight>(*this);
+}
+
+bool Server::draining() {
+  std::lock_guard lock(in_flight_mutex_);
+  return draining_;
+}
+
+void Server::leave() {
+  {
+    std::lock_guard lock(in_flight_mutex_);
+    --in_flight_;
+  }
+  in_flight_done_.notify_all();
+}
+
+void Server::shutdown() {
+  if (!listener_.joinable()) return;
+  {
+    std::unique_lock lock(in_flight_mutex_);
+    draining_ = true;
+    in_flight_done_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+  http_->stop();  // closes the listening socket; requests in flight run to their end
+  listener_.join();
+  ready_ = false;
+  scheduler_.reset();
+}
+
+void Server::cancel_all() {
+  if (ready_) scheduler_->cancel_all();
+}
+
+std::optional<SchedulerStats> Server::scheduler_stats() const {
+  if (!ready_) return std::nullopt;
+  return scheduler_->stats();
+}
+
+void Server::install_routes() {
+  httplib::Server& http = *http_;
+
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (options_.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    const std::string given = req.get_header_value("Authorization");
+    const std::string_view scheme = "Bearer ";
+    if (given.starts_with(scheme) && same_secret(std::string_view(given).substr(scheme.size()), options_.api_key)) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    res.set_header("WWW-Authenticate", "Bearer");
+    send_error(res, ApiError(401, "invalid_api_key",
+                             given.empty() ? "missing API key: send the header 'Authorization: Bearer <key>'"
+                                           : "invalid API key"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
+
+  // cpp-httplib's own refusals (no route, body too large, malformed HTTP) come here with an empty body.
+  http.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;  // one of ours
+    const bool known = std::find(kRoutes.begin(), kRoutes.end(), req.path) != kRoutes.end();
+    if (res.status == 404 && known) {
+      send_error(res, ApiError(405, "method_not_allowed", "method " + req.method + " is not allowed on " + req.path));
+    } else if (res.status == 404) {
+      send_error(res, ApiError(404, "unknown_route", "no route " + req.method + " " + req.path));
+    } else if (res.status == 413) {
+      send_error(res, ApiError(413, "payload_too_large", "the request body is larger than the server accepts"));
+    } else {
+      send_error(res, ApiError(res.status, "bad_request",
+                               "malformed HTTP request (status " + std::to_string(res.status) + ")"));
+    }
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
+    std::string what = "unknown error";
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_error(res, ApiError(500, "internal_error", "internal error: " + what));
+  });
+
+  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    const bool known = std::find(kRoutes.begin(), kRoutes.end(), req.path) != kRoutes.end();
+    metrics_.count_http(known ? req.path : "other", res.status);
+  });
+
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const bool draining = this->draining();
+    send_json(res, ready_ && !draining ? 200 : 503, {{"status", draining ? "stopping" : ready_ ? "ok" : "loading"}});
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_.render(scheduler_stats(), probe_), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { models(res); });
+  const auto route = [this](Endpoint endpoint) {
+    return [this, endpoint](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      std::string body;
+      if (read_body(req, res, reader, options_.max_body_bytes, body)) generate(req, body, res, endpoint);
+    };
+  };
+  http.Post("/predict", route(Endpoint::Predict));
+  http.Post("/v1/completions", route(Endpoint::Completions));
+  http.Post("/v1/chat/completions", route(Endpoint::ChatCompletions));
+}
+
+void Server::models(httplib::Response& res) const {
+  if (!ready_) {
+    res.set_header("Retry-After", "1");
+    return send_error(res, ApiError(503, "model_loading", "the model is still loading"));
+  }
+  send_json(res, 200,
+            {{"object", "list"},
+             {"data", json::array({{{"id", served_.id},
+                                    {"object", "model"},
+                                    {"created", started_},
+                                    {"owned_by", "ernie-edge"},
+                                    {"max_model_len", scheduler_->context_length()}}})}});
+}
+
+void Server::generate(const httplib::Request& req, const std::string& body, httplib::Response& res, Endpoint endpoint) {
+  try {
+    auto ticket = enter();
+    if (!ticket) throw ApiError(503, "shutting_down", "the server is shutting down");
+    if (!ready_) {
+      res.set_header("Retry-After", "1");
+      throw ApiError(503, "model_loading", "the model is still loading");
+    }
+    ApiModel model{.tokenizer = *served_.tokenizer,
+                   .chat_template = chat_template_ ? &*chat_template_ : nullptr,
+                   .defaults = defaults_,
+                   .id = served_.id,
+                   .context_length = scheduler_->context_length()};
+    // Without a "seed", sampling differs from request to request, as OpenAI's does.
+    model.defaults.sampling.seed = random_u64();
+    GenerationCall call;
+    if (endpoint == Endpoint::Predict) {
+      call = parse_predict(body, {req.params.begin(), req.params.end()}, model);
+    } else if (endpoint == Endpoint::Completions) {
+      call = parse_completion(body, model);
+    } else {
+      call = parse_chat_completion(body, model);
+    }
+
+    std::unique_ptr<RequestHandle> handle;
+    try {
+      handle = scheduler_->try_submit(call.prompt, call.options);
+    } catch (const Error& e) {
+      throw ApiError(400, "invalid_value", e.what());
+    }
+    if (!handle) {
+      res.set_header("Retry-After", "1");
+      const auto stats = scheduler_->stats();
+      throw ApiError(503, "server_busy",
+                     "the server is at capacity (" + std::to_string(stats.running) + " running, " +
+                         std::to_string(stats.waiting) + " waiting); retry later");
+    }
+
+    auto relay = std::make_shared<Relay>(std::move(handle), call,
+                                         ResponseInfo{endpoint, request_id(endpoint), std::time(nullptr), served_.id},
+                                         std::move(ticket));
+    if (call.stream) {
+      res.set_header("Cache-Control", "no-cache");
+    }
+    res.set_chunked_content_provider(call.stream ? "text/event-stream" : "application/json",
+                                     [relay](size_t, httplib::DataSink& sink) { return relay->run(sink); });
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  }
+}
+
+}  // namespace ernie::server

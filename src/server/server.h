@@ -1,0 +1,121 @@
+// The HTTP server: routes, authentication, streaming and lifecycle around one Scheduler.
+//
+//   POST /predict               the seed's API: {"text": ...} in, {"text": ...} out
+//   POST /v1/completions        OpenAI-compatible, streaming with "stream": true
+//   POST /v1/chat/completions   OpenAI-compatible, through the checkpoint's chat template
+//   GET  /v1/models             the one model served
+//   GET  /health                200 {"status":"ok"} once the model is loaded, 503 {"status":"loading"} before
+//   GET  /metrics               Prometheus text (see metrics.h)
+//
+// Lifecycle: listen() opens the port at once, so /health answers while the model loads; serve_model() makes the
+// server ready. shutdown() stops accepting connections and lets every admitted request finish (cancel_all() first
+// makes that immediate). Errors are OpenAI-shaped ({"error": {...}}) with the matching status; nothing a client sends
+// can stop the server.
+//
+// Threads: cpp-httplib answers each connection on a pool thread. A generation request's thread parses and submits it,
+// then relays the scheduler's output to its socket, checking the socket while it waits: a client that goes away
+// cancels its request. The pool holds a thread for every request the scheduler can hold (running + waiting) plus a
+// few for /health, /metrics and refusals, so a full queue is answered with 503 rather than left unread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <ctime>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "engine/scheduler.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "server/api.h"
+#include "server/metrics.h"
+#include "server/system_probe.h"
+#include "tokenizer/tokenizer.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace ernie::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                  // 0 picks a free port (listen() returns it)
+  std::string api_key;              // non-empty: every route but /health needs "Authorization: Bearer <key>"
+  size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
+  SchedulerOptions scheduler;       // slots, queue, context, prefill chunk; its on_step runs after the metrics'
+};
+
+// What the server serves. The server owns it from serve_model() on.
+struct ServedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  GenerationDefaults defaults;
+  std::string id;  // the model name in requests and /v1/models
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  // Shuts down (gracefully) if still running.
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port and starts answering on background threads; returns the bound port. Raises ernie::Error if the
+  // address cannot be bound.
+  int listen();
+  // Starts the scheduler on `served`; from now on /health is 200 and the generation routes work. Raises
+  // ernie::Error (the server stays "loading") if the scheduler cannot be set up.
+  void serve_model(ServedModel served);
+  // Graceful stop: new generation requests get 503 (and /health 503 "stopping"), admitted ones run to their end and
+  // their responses are written; then the port is closed and the HTTP threads finish. Idempotent.
+  void shutdown();
+  // Cancels every admitted request (a forced shutdown); their streams end with an error event.
+  void cancel_all();
+
+  bool ready() const { return ready_; }
+  // The scheduler's numbers, or nullopt while loading.
+  std::optional<SchedulerStats> scheduler_stats() const;
+
+ private:
+  void install_routes();
+  // Parses and submits a generation request, then hands the response to a relay that streams it.
+  void generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
+                Endpoint endpoint);
+  void models(httplib::Response& response) const;
+  // Generation requests from their handler's start to their response's end. shutdown() waits for there to be none
+  // before stopping cpp-httplib, whose stop() would cut a response that has not begun writing its body.
+  class InFlight;
+  std::shared_ptr<InFlight> enter();  // null once draining
+  void leave();
+  bool draining();
+
+  ServerOptions options_;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread listener_;
+  int listening_fd_ = -1;
+  Metrics metrics_;
+  SystemProbe probe_;
+  std::time_t started_ = 0;
+
+  // Set by serve_model() before ready_ turns true, then read-only.
+  ServedModel served_;
+  std::optional<ChatTemplate> chat_template_;
+  GenerationOptions defaults_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::atomic<bool> ready_{false};
+  std::mutex in_flight_mutex_;  // guards the two fields below
+  std::condition_variable in_flight_done_;
+  int in_flight_ = 0;
+  bool draining_ = false;
+  std::atomic<uint64_t> next_id_{0};
+};
+
+}  // namespace ernie::server
