@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -18,10 +19,15 @@
 namespace ernie::cli {
 
 struct ModelOptions {
-  std::string dir;
+  std::string dir;  // --model; empty means the built-in demo model
   int context_length = 4096;
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
+
+// The checkpoint directory to read: `model_flag` (--model) when given, else the demo model that ships in the
+// repository (models/demo, located by the path CMake compiles in), announced in one stderr line. A missing demo
+// folder raises ernie::Error.
+std::filesystem::path checkpoint_dir(const std::string& model_flag);
 
 struct LoadedModel {
   std::unique_ptr<Model> model;
@@ -29,7 +35,8 @@ struct LoadedModel {
   GenerationDefaults defaults;
   double load_seconds = 0;
 };
-// Loads the checkpoint (and its tokenizer when asked), reporting the time and memory plan on stderr.
+// Loads the checkpoint of checkpoint_dir(options.dir) (and its tokenizer when asked), reporting the time and
+// memory plan on stderr.
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer);
 SessionOptions session_options(const ModelOptions& options);
 
