@@ -176,7 +176,7 @@ def main():
 
     log = {
         "seed": args.seed,
-        "args": vars(args),
+        "args": {k: v for k, v in vars(args).items() if k not in ("work", "out")},  # no machine paths
         "config": hf_config(config),
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": data_stats,
