@@ -3,11 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,21 @@ inline std::vector<float> read_f32(const std::filesystem::path& path) {
   in.seekg(0);
   in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
   return values;
+}
+
+// ‖ours − ref‖ / ‖ref‖, the measure the logit goldens are held to.
+inline double relative_error(std::span<const float> ours, std::span<const float> ref) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    diff += (double(ours[i]) - ref[i]) * (double(ours[i]) - ref[i]);
+    norm += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+// Where the built-in demo model (models/demo) is.
+inline std::filesystem::path demo_model_dir() {
+  return ERNIE_DEMO_MODEL_DIR;
 }
 
 using Bytes = std::vector<uint8_t>;

@@ -10,9 +10,9 @@
 namespace ernie::cli {
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
-  command
-      .add_option("-m,--model", options.dir, "Hugging Face checkpoint directory (config.json, model.safetensors, ...)")
-      ->required();
+  command.add_option("-m,--model", options.dir,
+                     "Hugging Face checkpoint directory (config.json, model.safetensors, ...); "
+                     "default: the built-in demo model");
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -43,18 +43,30 @@ SessionOptions session_options(const ModelOptions& options, const LoadedModel& l
   return session;
 }
 
+std::filesystem::path checkpoint_dir(const std::string& model_flag) {
+  if (!model_flag.empty()) return model_flag;
+  const std::filesystem::path demo = ERNIE_DEMO_MODEL_DIR;
+  if (!std::filesystem::is_regular_file(demo / "config.json")) {
+    fail("no --model given, and the built-in demo model is missing from ", demo.string(),
+         " (restore models/demo from the repository, or pass --model DIR)");
+  }
+  std::fprintf(stderr, "ernie: using the built-in demo model; pass --model DIR for ERNIE-4.5-0.3B\n");
+  return demo;
+}
+
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   const auto start = std::chrono::steady_clock::now();
+  const std::filesystem::path dir = checkpoint_dir(options.dir);
   LoadedModel loaded;
   loaded.pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : physical_core_count());
   LoadOptions load_options{.pool = loaded.pool.get()};
   if (!options.dtype.empty()) load_options.dtype = parse_weight_dtype(options.dtype);
-  loaded.model = Model::load(options.dir, load_options);
-  loaded.defaults = GenerationDefaults::load(options.dir);
-  if (with_tokenizer) loaded.tokenizer = Tokenizer::load(options.dir);
+  loaded.model = Model::load(dir, load_options);
+  loaded.defaults = GenerationDefaults::load(dir);
+  if (with_tokenizer) loaded.tokenizer = Tokenizer::load(dir);
   loaded.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads\n",
-               options.dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
+               dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
                loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds, loaded.pool->size());
   return loaded;
 }

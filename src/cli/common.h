@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -19,13 +20,18 @@
 namespace ernie::cli {
 
 struct ModelOptions {
-  std::string dir;
+  std::string dir;  // --model; empty means the built-in demo model
   int context_length = 4096;
   int threads = 0;       // 0: one per physical core
   std::string dtype;     // weight type to convert to at load; empty keeps the stored types
   std::string kv_dtype;  // KV-cache type; empty: F32 for float weights, F16 for quantized
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
+
+// The checkpoint directory to read: `model_flag` (--model) when given, else the demo model that ships in the
+// repository (models/demo, located by the path CMake compiles in), announced in one stderr line. A missing demo
+// folder raises ernie::Error.
+std::filesystem::path checkpoint_dir(const std::string& model_flag);
 
 struct LoadedModel {
   std::unique_ptr<ThreadPool> pool;  // shared by loading and every session
@@ -34,7 +40,8 @@ struct LoadedModel {
   GenerationDefaults defaults;
   double load_seconds = 0;
 };
-// Loads the checkpoint (and its tokenizer when asked), reporting the time and memory plan on stderr.
+// Loads the checkpoint of checkpoint_dir(options.dir) (and its tokenizer when asked), reporting the time and
+// memory plan on stderr.
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer);
 SessionOptions session_options(const ModelOptions& options, const LoadedModel& loaded);
 

@@ -11,7 +11,8 @@ double mib(double bytes) {
   return bytes / 1048576.0;
 }
 
-void info(const ModelOptions& o) {
+void info(ModelOptions o) {
+  o.dir = checkpoint_dir(o.dir).string();
   LoadedModel loaded =
       load_model(o, /*with_tokenizer=*/std::filesystem::exists(std::filesystem::path(o.dir) / "tokenizer.model"));
   const Model& model = *loaded.model;

@@ -13,6 +13,7 @@
 namespace ernie {
 namespace {
 
+using ernie::testing::demo_model_dir;
 using ernie::testing::fixture;
 using ernie::testing::read_f32;
 using ernie::testing::read_json;
@@ -258,6 +259,43 @@ TEST(Cli, InfoDescribesTheCheckpoint) {
   EXPECT_NE(r.out.find("parameters       " + std::to_string(expected)), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("separate LM head"), std::string::npos);
   EXPECT_NE(r.out.find("4 query heads, 2 kv heads, head_dim 16"), std::string::npos);
+}
+
+// Without --model every subcommand uses the demo model that ships in the repository, and says so once on stderr.
+TEST(Cli, WithoutModelTheBuiltInDemoModelRuns) {
+  const std::string notice = "ernie: using the built-in demo model; pass --model DIR for ERNIE-4.5-0.3B\n";
+  const auto golden = read_json(demo_model_dir() / "reference" / "golden.json");
+  for (const auto& prompt : golden["prompts"]) {
+    const auto name = prompt["name"].get<std::string>();
+    std::string args;
+    if (name == "english") {
+      args = "--prompt " + quote(prompt["text"]);
+    } else if (name == "chat") {
+      args = "--chat --prompt 'Tell me a fortune.'";  // the template renders the golden prompt's text
+    } else {
+      continue;
+    }
+    SCOPED_TRACE(name);
+    const auto r = ernie_cli("run " + args + " --max-tokens 32 --temperature 0 --ignore-eos --print-ids");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out), prompt["greedy_new_ids"]);
+    EXPECT_EQ(r.err.find(notice), r.err.rfind(notice)) << "one notice: " << r.err;
+    EXPECT_NE(r.err.find(notice), std::string::npos) << r.err;
+  }
+
+  const auto chat = ernie_cli("chat --max-tokens 16", "Tell me a fortune.\n");
+  ASSERT_EQ(chat.exit_code, 0) << chat.err;
+  EXPECT_NE(chat.err.find(notice), std::string::npos) << chat.err;
+
+  const auto info = ernie_cli("info");
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find(std::to_string(golden["vocab_size"].get<int>())), std::string::npos) << info.out;
+  EXPECT_EQ(info.err.find(notice), info.err.rfind(notice)) << "one notice: " << info.err;
+
+  const auto& english = golden["prompts"][0];
+  const auto tokens = ernie_cli("tokenize --text " + quote(english["text"]));
+  ASSERT_EQ(tokens.exit_code, 0) << tokens.err;
+  EXPECT_EQ(nlohmann::json::parse(tokens.out), english["ids"]);
 }
 
 TEST(Cli, UsageErrorsExitNonZeroWithUsage) {

@@ -15,16 +15,7 @@ namespace {
 using ernie::testing::fixture;
 using ernie::testing::read_f32;
 using ernie::testing::read_json;
-
-// ‖a − b‖ / ‖b‖
-double relative_error(std::span<const float> a, std::span<const float> b) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    norm += double(b[i]) * b[i];
-  }
-  return std::sqrt(diff / norm);
-}
+using ernie::testing::relative_error;
 
 double max_abs_diff(std::span<const float> a, std::span<const float> b) {
   double m = 0;
