@@ -92,8 +92,9 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOp
   if (options_.max_running < 1) fail("the scheduler needs at least one slot (max_running >= 1)");
   if (options_.max_waiting < 0) fail("max_waiting must be >= 0");
   if (options_.prefill_chunk < 1) fail("prefill_chunk must be >= 1");
+  // A slot's buffers serve prefill chunks and, for the lead slot, the whole decode batch.
   const SessionOptions session_options{.context_length = options_.context_length,
-                                       .max_batch_tokens = options_.prefill_chunk};
+                                       .max_batch_tokens = std::max(options_.prefill_chunk, options_.max_running)};
   slots_.resize(options_.max_running);
   for (Slot& slot : slots_) slot.session = std::make_unique<Session>(model_, session_options);
   context_length_ = slots_[0].session->context_length();
