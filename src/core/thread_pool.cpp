@@ -1,5 +1,10 @@
 #include "core/thread_pool.h"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
 #include <exception>
 #include <fstream>
 #include <set>
@@ -7,6 +12,25 @@
 #include <utility>
 
 namespace ernie {
+namespace {
+
+// The futex system call directly: C++20's atomic wait in GCC 12's library was seen to miss a wake-up here.
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+}
+void futex_wake_all(std::atomic<uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+}  // namespace
 
 int physical_core_count() {
   // Unique (package, core) pairs among the online CPUs; hyper-thread siblings share both.
@@ -24,16 +48,13 @@ int physical_core_count() {
 }
 
 ThreadPool::ThreadPool(int n_threads) {
-  // Workers count jobs from the generation at construction: one that first runs after a job was published must still
-  // take part in it (the caller waits for every worker).
-  const uint32_t start = generation_.load();
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, start] { worker_loop(start); });
+  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
   stopping_.store(true);
   generation_.fetch_add(1);
-  generation_.notify_all();
+  futex_wake_all(generation_);
   for (auto& t : workers_) t.join();
 }
 
@@ -47,18 +68,21 @@ void ThreadPool::work_on_job() {
   }
 }
 
-void ThreadPool::worker_loop(uint32_t seen) {
+void ThreadPool::worker_loop() {
+  // Generation 0 is the pool's start, before any job, even if this thread starts running after the first job was
+  // published.
+  uint32_t seen = 0;
   for (;;) {
     // Spin briefly first: in the forward pass the next job follows within microseconds, far below the cost of a
     // futex sleep and wake-up. Then sleep until the generation changes.
     uint32_t now = seen;
-    for (int spin = 0; spin < 20000 && (now = generation_.load(std::memory_order_acquire)) == seen; ++spin) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-    if (now == seen) {
-      generation_.wait(seen, std::memory_order_acquire);
+    for (int spin = 0; spin < 20000 && (now = generation_.load(std::memory_order_acquire)) == seen; ++spin) cpu_relax();
+    while (now == seen) {  // the futex may also return spuriously
+      // Announce the sleep before the last look at the generation (both sequentially consistent): run_job either
+      // sees the sleeper and wakes it, or this thread sees the new generation.
+      sleepers_.fetch_add(1);
+      if (generation_.load() == seen) futex_wait(generation_, seen);
+      sleepers_.fetch_sub(1);
       now = generation_.load(std::memory_order_acquire);
     }
     seen = now;
@@ -81,14 +105,17 @@ void ThreadPool::run_job(int n_tasks, TaskFn fn, void* ctx) {
   error_ = nullptr;
   next_task_.store(0, std::memory_order_relaxed);
   workers_done_.store(0, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
-  generation_.notify_all();
+  generation_.fetch_add(1);
+  if (sleepers_.load() > 0) futex_wake_all(generation_);  // spinning workers need no system call
   work_on_job();
   const int n_workers = static_cast<int>(workers_.size());
-  while (workers_done_.load(std::memory_order_acquire) < n_workers) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+  // Spin while the workers are likely running; yield if one was descheduled (a busy machine) so it can finish.
+  for (int spin = 0; workers_done_.load(std::memory_order_acquire) < n_workers; ++spin) {
+    if (spin < 4000) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
   }
   if (has_error_.load()) std::rethrow_exception(std::exchange(error_, nullptr));
 }

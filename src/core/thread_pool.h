@@ -36,7 +36,7 @@ class ThreadPool {
   using TaskFn = void (*)(void* ctx, int task);
   void run_job(int n_tasks, TaskFn fn, void* ctx);
   void work_on_job();
-  void worker_loop(uint32_t seen);
+  void worker_loop();
 
   std::vector<std::thread> workers_;
   // The job being run: published by bumping generation_ after the fields are set.
@@ -46,6 +46,7 @@ class ThreadPool {
   std::atomic<int> next_task_{0};
   std::atomic<int> workers_done_{0};
   std::atomic<uint32_t> generation_{0};
+  std::atomic<int> sleepers_{0};  // workers blocked (or about to block) in the futex
   std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
   std::atomic<bool> has_error_{false};
