@@ -101,11 +101,10 @@ using matmul_detail::MatmulArgs;
 // sequence of operations: one vector accumulator, blocks in order, one final lane reduction, then the bias. So the
 // result never depends on the batch size, the tiling or the row range.
 //
-// With one token the weights stream from memory once, R rows side by side; the hardware prefetchers alone fall
-// behind on those interleaved streams when the loop does much work per byte (measured: Q4_0 at a third of the read
-// bandwidth), so each load also prefetches the same place one tile ahead (R rows further), a whole tile's compute
-// time before it is needed.
-
+// The first token tile over a block of rows (the only one when decoding) streams the weights from memory, R rows
+// side by side. The hardware prefetchers alone fall behind on those interleaved streams when the loop does much work
+// per byte (measured: Q4_0 at a third of the read bandwidth), so that tile also prefetches the same place one tile
+// ahead (R rows further), a whole tile's compute time before it is needed.
 
 template <class E>
 constexpr bool kIntegerBlocks = std::is_same_v<E, Q8_0Format> || std::is_same_v<E, Q4_0Format>;
@@ -135,6 +134,7 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < T; ++j) acc[i][j] = hn::Zero(df);
   }
+  const size_t ahead = t0 == 0 ? R * a.w_row_bytes : 0;
   const auto step = [&](const uint8_t* const(&wk)[R], const float* const(&xk)[T]) HWY_ATTR {
     V wv[R];
     for (int i = 0; i < R; ++i) wv[i] = LoadWidened(df, E{}, wk[i]);
@@ -148,8 +148,8 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
     const uint8_t* wk[R];
     const float* xk[T];
     for (int i = 0; i < R; ++i) wk[i] = w[i] + k * E::kBytes;
-    if constexpr (T == 1) {
-      for (int i = 0; i < R; ++i) hwy::Prefetch(wk[i] + R * a.w_row_bytes);
+    if (ahead) {
+      for (int i = 0; i < R; ++i) hwy::Prefetch(wk[i] + ahead);
     }
     for (int j = 0; j < T; ++j) xk[j] = x[j] + k;
     step(wk, xk);
@@ -177,12 +177,12 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
 // acc[i][j] += the products of `count` blocks from b on, for the tile's rows w[i] and tokens (xq[j], xs[j]).
 template <class F, int R, int T>
 HWY_INLINE void IntegerStep(const uint8_t* const (&w)[R], const int8_t* const (&xq)[T], const float* const (&xs)[T],
-                            int b, int count, const uint8_t* w_end, size_t next_tile, hn::Vec<DotF> (&acc)[R][T]) {
+                            int b, int count, const uint8_t* w_end, size_t ahead, hn::Vec<DotF> (&acc)[R][T]) {
   const DotF df;
   WeightGroup<F> wg[R];
   for (int i = 0; i < R; ++i) wg[i] = WeightGroup<F>::load(w[i] + b * F::kBytes, count, w_end);
-  if constexpr (T == 1) {
-    for (int i = 0; i < R; ++i) hwy::Prefetch(w[i] + b * F::kBytes + R * next_tile);
+  if (ahead) {
+    for (int i = 0; i < R; ++i) hwy::Prefetch(w[i] + b * F::kBytes + ahead);
   }
   for (int j = 0; j < T; ++j) {
     const auto xg = ActivationGroup<F>::load(xq[j] + b * kQuantBlock, xs[j] + b);
@@ -209,11 +209,12 @@ HWY_NOINLINE void IntegerTile(const MatmulArgs& a, int r0, int t0) {
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < T; ++j) acc[i][j] = hn::Zero(df);
   }
+  const size_t ahead = t0 == 0 ? R * a.w_row_bytes : 0;
   int b = 0;
   for (; b + kGroupBlocks <= blocks; b += kGroupBlocks)
-    IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, a.w_end, a.w_row_bytes, acc);
+    IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, a.w_end, ahead, acc);
   if (b < blocks)
-    IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, a.w_end, a.w_row_bytes, acc);  // a group cut short by the row's end
+    IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, a.w_end, ahead, acc);  // a group cut short by the row's end
   StoreTile<DotF, R, T>(df, a, r0, t0, acc);
 }
 
