@@ -98,7 +98,9 @@ __attribute__((target("avx512f"))) uint64_t sum_avx512(const uint64_t* p, size_t
     s2 = _mm512_add_epi64(s2, _mm512_loadu_si512(p + i + 16));
     s3 = _mm512_add_epi64(s3, _mm512_loadu_si512(p + i + 24));
   }
-  return _mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  uint64_t lanes[8];
+  _mm512_storeu_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
 }
 __attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, size_t n) {
   __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
