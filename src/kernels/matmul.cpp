@@ -231,9 +231,9 @@ HWY_INLINE void Tile(const MatmulArgs& a, int r0, int t0) {
 
 constexpr int kTileTokens = 4;
 constexpr int kDecodeRows = 4;  // one token: four independent rows in flight hide the accumulation latency
-// Rows per tile with kTileTokens tokens: as many accumulators as the register file holds beside the weights.
-template <class E>
-constexpr int kTileRows = HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL ? (kIntegerBlocks<E> ? 2 : 4) : 2;
+// Rows per tile with kTileTokens tokens: as many accumulators as the register file holds beside the weights (32
+// registers on AVX-512: 4x4 tiles, also for the integer kernels, whose per-token work is then shared by 4 rows).
+constexpr int kTileRows = HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL ? 4 : 2;
 // Several tokens: the tokens are taken in chunks whose activations stay in L2, and for each chunk the weight rows in
 // blocks that stay in L1 while every token tile of the chunk passes over them.
 constexpr size_t kActivationChunkBytes = 256 * 1024;
@@ -252,7 +252,7 @@ void MatmulRows(const MatmulArgs& a, int row_begin, int row_end) {
     TileRows<E, kDecodeRows, 1>(a, row_begin, row_end, 0);
     return;
   }
-  constexpr int R = kTileRows<E>;
+  constexpr int R = kTileRows;
   const size_t token_bytes = kIntegerBlocks<E> ? ActivationRows::stride(a.cols) : a.cols * sizeof(float);
   const int chunk_tokens = std::max<int>(kTileTokens, kActivationChunkBytes / token_bytes / kTileTokens * kTileTokens);
   const int block_rows = std::max<int>(R, kWeightBlockBytes / a.w_row_bytes / R * R);
