@@ -1,7 +1,8 @@
 // Kernel micro-benchmarks at ERNIE-4.5-0.3B shapes (hidden 1024, intermediate 3072, vocabulary 103424), 1 and 2
 // threads through the ThreadPool as the model runs them.
 //
-//   Bandwidth/threads    the machine's read bandwidth (a streaming sum over 1 GiB): the roofline for decode
+//   Bandwidth/threads    the machine's read bandwidth (a streaming sum over 1 GiB, widest loads, prefetching): the
+//                        roofline for decode
 //   Decode/...           one token × W[rows, cols]: bytes_per_second counts the weight bytes streamed; the weights
 //                        cycle through copies totalling >= 256 MiB so that they come from DRAM, as in a real decode
 //   DecodeCached/...     one token × a matrix that stays in L2: the kernel's speed when memory is not the limit
@@ -12,6 +13,9 @@
 // Run: build/bench_kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // (ERNIE_DISABLE_AVX512=1 in the environment measures the AVX2 kernels on an AVX-512 machine.)
 #include <benchmark/benchmark.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -78,6 +82,60 @@ Activations make_activations(int n, int cols) {
 
 // ---- Bandwidth ----------------------------------------------------------------------------------------------------
 
+// Sum of n uint64 (n a multiple of 32). Few, wide loads matter: each occupies a load-queue entry while it waits for
+// memory, and the number of cache lines in flight is what bounds the bandwidth when memory is far (this VM). So on
+// x86 the widest vectors the CPU has, four independent sums, and a prefetch 4 KiB ahead, as the decode kernels do.
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) uint64_t sum_avx512(const uint64_t* p, size_t n) {
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i < n; i += 32) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 512), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 520), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 528), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 536), _MM_HINT_T0);
+    s0 = _mm512_add_epi64(s0, _mm512_loadu_si512(p + i));
+    s1 = _mm512_add_epi64(s1, _mm512_loadu_si512(p + i + 8));
+    s2 = _mm512_add_epi64(s2, _mm512_loadu_si512(p + i + 16));
+    s3 = _mm512_add_epi64(s3, _mm512_loadu_si512(p + i + 24));
+  }
+  uint64_t lanes[8];
+  _mm512_storeu_si512(lanes, _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+}
+__attribute__((target("avx2"))) uint64_t sum_avx2(const uint64_t* p, size_t n) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  for (size_t i = 0; i < n; i += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 512), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(p + i + 520), _MM_HINT_T0);
+    s0 = _mm256_add_epi64(s0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    s1 = _mm256_add_epi64(s1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    s2 = _mm256_add_epi64(s2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    s3 = _mm256_add_epi64(s3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  uint64_t lanes[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes),
+                      _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+#endif
+
+uint64_t sum_portable(const uint64_t* p, size_t n) {
+  uint64_t s[8] = {};
+  for (size_t i = 0; i < n; i += 8) {
+    __builtin_prefetch(p + i + 512);
+    for (int j = 0; j < 8; ++j) s[j] += p[i + j];
+  }
+  return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+uint64_t streaming_sum(const uint64_t* p, size_t n) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) return sum_avx512(p, n);
+  if (__builtin_cpu_supports("avx2")) return sum_avx2(p, n);
+#endif
+  return sum_portable(p, n);
+}
+
 void Bandwidth(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   constexpr size_t kBytes = size_t{1} << 30;
@@ -86,14 +144,8 @@ void Bandwidth(benchmark::State& state) {
   std::vector<uint64_t> sums(threads);
   for (auto _ : state) {
     pool.run(threads, [&](int task) {
-      const size_t per = data.size() / threads;
-      const uint64_t* p = data.data() + per * task;
-      // Independent partial sums: the loop is limited by memory, not by the add latency.
-      uint64_t s[8] = {};
-      for (size_t i = 0; i < per; i += 8) {
-        for (int j = 0; j < 8; ++j) s[j] += p[i + j];
-      }
-      sums[task] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+      const size_t per = data.size() / threads / 32 * 32;
+      sums[task] = streaming_sum(data.data() + per * task, per);
     });
     benchmark::DoNotOptimize(sums.data());
   }

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "hwy/cache_control.h"
 #include "kernels/quant.h"
 
 // This file is compiled once per SIMD target (Highway's foreach_target re-includes it); the public functions at the
@@ -46,6 +47,7 @@ struct MatmulArgs {
   const uint8_t* xq;  // quantized x (ActivationRows) for integer weights
   const uint8_t* w;   // row r at w + r * w_row_bytes
   size_t w_row_bytes;
+  const uint8_t* w_end;  // the end of the matrix: no load reaches past it
   DType dtype;
   const float* bias;  // [rows] or null
   int cols;
@@ -68,8 +70,18 @@ inline MatmulArgs make_args(float* out, const MatmulInput& in, const WeightMatri
   if (in.cols != w.cols) fail("matmul: input has ", in.cols, " columns, weights ", w.cols);
   if (uses_quantized_input(w.dtype) && !in.quantized)
     fail("matmul: ", dtype_name(w.dtype), " weights need quantized input");
-  return MatmulArgs{
-      out, static_cast<size_t>(w.rows), 0, in.x, in.quantized, w.data, w.row_bytes(), w.dtype, bias, w.cols, in.n};
+  return MatmulArgs{out,
+                    static_cast<size_t>(w.rows),
+                    0,
+                    in.x,
+                    in.quantized,
+                    w.data,
+                    w.row_bytes(),
+                    w.row(w.rows),
+                    w.dtype,
+                    bias,
+                    w.cols,
+                    in.n};
 }
 
 }  // namespace ernie::matmul_detail
@@ -88,6 +100,11 @@ using matmul_detail::MatmulArgs;
 // the T tokens' accumulators from registers. Whatever R and T, the arithmetic for one (token, row) pair is the same
 // sequence of operations: one vector accumulator, blocks in order, one final lane reduction, then the bias. So the
 // result never depends on the batch size, the tiling or the row range.
+//
+// The first token tile over a block of rows (the only one when decoding) streams the weights from memory, R rows
+// side by side. The hardware prefetchers alone fall behind on those interleaved streams when the loop does much work
+// per byte (measured: Q4_0 at a third of the read bandwidth), so that tile also prefetches the same place one tile
+// ahead (R rows further), a whole tile's compute time before it is needed.
 
 template <class E>
 constexpr bool kIntegerBlocks = std::is_same_v<E, Q8_0Format> || std::is_same_v<E, Q4_0Format>;
@@ -117,6 +134,7 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < T; ++j) acc[i][j] = hn::Zero(df);
   }
+  const size_t ahead = t0 == 0 ? R * a.w_row_bytes : 0;
   const auto step = [&](const uint8_t* const(&wk)[R], const float* const(&xk)[T]) HWY_ATTR {
     V wv[R];
     for (int i = 0; i < R; ++i) wv[i] = LoadWidened(df, E{}, wk[i]);
@@ -130,6 +148,9 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
     const uint8_t* wk[R];
     const float* xk[T];
     for (int i = 0; i < R; ++i) wk[i] = w[i] + k * E::kBytes;
+    if (ahead) {
+      for (int i = 0; i < R; ++i) hwy::Prefetch(wk[i] + ahead);
+    }
     for (int j = 0; j < T; ++j) xk[j] = x[j] + k;
     step(wk, xk);
   }
@@ -156,10 +177,13 @@ HWY_NOINLINE void FloatTile(const MatmulArgs& a, int r0, int t0) {
 // acc[i][j] += the products of `count` blocks from b on, for the tile's rows w[i] and tokens (xq[j], xs[j]).
 template <class F, int R, int T>
 HWY_INLINE void IntegerStep(const uint8_t* const (&w)[R], const int8_t* const (&xq)[T], const float* const (&xs)[T],
-                            int b, int count, hn::Vec<DotF> (&acc)[R][T]) {
+                            int b, int count, const uint8_t* w_end, size_t ahead, hn::Vec<DotF> (&acc)[R][T]) {
   const DotF df;
   WeightGroup<F> wg[R];
-  for (int i = 0; i < R; ++i) wg[i] = WeightGroup<F>::load(w[i] + b * F::kBytes, count);
+  for (int i = 0; i < R; ++i) wg[i] = WeightGroup<F>::load(w[i] + b * F::kBytes, count, w_end);
+  if (ahead) {
+    for (int i = 0; i < R; ++i) hwy::Prefetch(w[i] + b * F::kBytes + ahead);
+  }
   for (int j = 0; j < T; ++j) {
     const auto xg = ActivationGroup<F>::load(xq[j] + b * kQuantBlock, xs[j] + b);
     for (int i = 0; i < R; ++i) {
@@ -185,9 +209,12 @@ HWY_NOINLINE void IntegerTile(const MatmulArgs& a, int r0, int t0) {
   for (int i = 0; i < R; ++i) {
     for (int j = 0; j < T; ++j) acc[i][j] = hn::Zero(df);
   }
+  const size_t ahead = t0 == 0 ? R * a.w_row_bytes : 0;
   int b = 0;
-  for (; b + kGroupBlocks <= blocks; b += kGroupBlocks) IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, acc);
-  if (b < blocks) IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, acc);  // a group cut short by the row's end
+  for (; b + kGroupBlocks <= blocks; b += kGroupBlocks)
+    IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, a.w_end, ahead, acc);
+  if (b < blocks)
+    IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, a.w_end, ahead, acc);  // a group cut short by the row's end
   StoreTile<DotF, R, T>(df, a, r0, t0, acc);
 }
 
@@ -204,9 +231,9 @@ HWY_INLINE void Tile(const MatmulArgs& a, int r0, int t0) {
 
 constexpr int kTileTokens = 4;
 constexpr int kDecodeRows = 4;  // one token: four independent rows in flight hide the accumulation latency
-// Rows per tile with kTileTokens tokens: as many accumulators as the register file holds beside the weights.
-template <class E>
-constexpr int kTileRows = HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL ? (kIntegerBlocks<E> ? 2 : 4) : 2;
+// Rows per tile with kTileTokens tokens: as many accumulators as the register file holds beside the weights (32
+// registers on AVX-512: 4x4 tiles, also for the integer kernels, whose per-token work is then shared by 4 rows).
+constexpr int kTileRows = HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL ? 4 : 2;
 // Several tokens: the tokens are taken in chunks whose activations stay in L2, and for each chunk the weight rows in
 // blocks that stay in L1 while every token tile of the chunk passes over them.
 constexpr size_t kActivationChunkBytes = 256 * 1024;
@@ -225,7 +252,7 @@ void MatmulRows(const MatmulArgs& a, int row_begin, int row_end) {
     TileRows<E, kDecodeRows, 1>(a, row_begin, row_end, 0);
     return;
   }
-  constexpr int R = kTileRows<E>;
+  constexpr int R = kTileRows;
   const size_t token_bytes = kIntegerBlocks<E> ? ActivationRows::stride(a.cols) : a.cols * sizeof(float);
   const int chunk_tokens = std::max<int>(kTileTokens, kActivationChunkBytes / token_bytes / kTileTokens * kTileTokens);
   const int block_rows = std::max<int>(R, kWeightBlockBytes / a.w_row_bytes / R * R);

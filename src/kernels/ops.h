@@ -1,5 +1,5 @@
-// Element-wise and per-row operations of a transformer block, on float32 rows.
-// All sizes are explicit; nothing here allocates.
+// Element-wise and per-row operations of a transformer block, on float32 rows (SIMD, best target chosen at run time).
+// All sizes are explicit; nothing here allocates. Each row's (element's) result depends only on that row (element).
 #pragma once
 
 namespace ernie {

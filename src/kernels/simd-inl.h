@@ -183,7 +183,8 @@ HWY_INLINE hn::Vec<DF> RoundHalfAway(DF df, hn::Vec<DF> v) {
 //
 // Activations are int8 in [-127, 127] (quantize_input guarantees it), laid out so that a group can always be loaded
 // whole: the row's int8 values and its scales are zero-padded to whole groups. A weight group may be cut short at the
-// end of a row (`blocks` < kGroupBlocks); its missing blocks read as zero.
+// end of a row (`blocks` < kGroupBlocks); its missing blocks read as zero. Weight loads never go past `end`, the end
+// of the matrix.
 //
 // x86 uses instructions Highway 1.0.3 has no portable equivalent of: vpdpbusd (AVX512-VNNI) on AVX3_DL, else
 // maddubs (uint8 × int8 pairs summed in int16). With maddubs, Q8_0 weights move their signs onto the activations
@@ -220,15 +221,15 @@ HWY_INLINE hn::Vec<DotF> ActivationScales(const float* scales) {
 
 // The int8 weights of a group (Q8_0 values, or Q4_0 nibbles in [0, 15]) in element order, block 0 then block 1, and
 // each block's scale on its lanes. A whole pair's first 64 bytes hold both scales (words 0 and kBytes/2) and, for
-// Q4_0, both blocks entirely, so word permutations of one load gather them (masked to the pair's bytes: a masked
-// load cannot fault past the end of the weights). A pair cut short at the row's end reads only its one block,
-// leaving zeros.
+// Q4_0, both blocks entirely, so word permutations of one load gather them. A Q4_0 pair is only 36 bytes: within
+// 64 bytes of the end of the weights the load is masked to the pair (a masked load cannot fault; elsewhere it is
+// slower). A pair cut short at the row's end reads only its one block, leaving zeros.
 template <class F>
-HWY_INLINE __m512i LoadWeights(const uint8_t* block, int blocks, hn::Vec<DotF>& scale) {
+HWY_INLINE __m512i LoadWeights(const uint8_t* block, int blocks, const uint8_t* end, hn::Vec<DotF>& scale) {
   constexpr uint16_t kSecond = F::kBytes / 2;
   constexpr __mmask64 kPairBytes = 2 * F::kBytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << (2 * F::kBytes)) - 1;
   if (blocks == 2) {
-    const __m512i head = _mm512_maskz_loadu_epi8(kPairBytes, block);
+    const __m512i head = block + 64 <= end ? _mm512_loadu_si512(block) : _mm512_maskz_loadu_epi8(kPairBytes, block);
     alignas(64) static constexpr uint16_t kScales[32] = {
         0, 0, 0, 0, 0, 0, 0, 0, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond};
     const __m512i halves = _mm512_permutexvar_epi16(_mm512_load_si512(kScales), head);
@@ -266,9 +267,9 @@ struct WeightGroup {
   __m512i unsigned_w;
   hn::Vec<DotF> scale;
 
-  static WeightGroup load(const uint8_t* block, int blocks) {
+  static WeightGroup load(const uint8_t* block, int blocks, const uint8_t* end) {
     WeightGroup group;
-    const __m512i w = LoadWeights<F>(block, blocks, group.scale);
+    const __m512i w = LoadWeights<F>(block, blocks, end, group.scale);
     group.unsigned_w =
         std::is_same_v<F, Q8_0Format> ? _mm512_xor_si512(w, _mm512_set1_epi8(static_cast<char>(0x80))) : w;
     return group;
@@ -305,9 +306,9 @@ struct WeightGroup<Q8_0Format> {
   __mmask64 negative;
   hn::Vec<DotF> scale;
 
-  static WeightGroup load(const uint8_t* block, int blocks) {
+  static WeightGroup load(const uint8_t* block, int blocks, const uint8_t* end) {
     WeightGroup group;
-    const __m512i w = LoadWeights<Q8_0Format>(block, blocks, group.scale);
+    const __m512i w = LoadWeights<Q8_0Format>(block, blocks, end, group.scale);
     group.magnitude = _mm512_abs_epi8(w);
     group.negative = _mm512_movepi8_mask(w);
     return group;
@@ -332,9 +333,9 @@ struct WeightGroup<Q4_0Format> {
   __m512i nibbles;
   hn::Vec<DotF> scale;
 
-  static WeightGroup load(const uint8_t* block, int blocks) {
+  static WeightGroup load(const uint8_t* block, int blocks, const uint8_t* end) {
     WeightGroup group;
-    group.nibbles = LoadWeights<Q4_0Format>(block, blocks, group.scale);
+    group.nibbles = LoadWeights<Q4_0Format>(block, blocks, end, group.scale);
     return group;
   }
 };
@@ -373,7 +374,7 @@ struct WeightGroup<Q8_0Format> {
   __m256i w;          // whose signs move onto the activations
   hn::Vec<DotF> scale;
 
-  static WeightGroup load(const uint8_t* block, int) {
+  static WeightGroup load(const uint8_t* block, int, const uint8_t*) {
     const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
     return {_mm256_sign_epi8(w, w), w, hn::Set(DotF(), LoadF16Scalar(block))};
   }
@@ -397,7 +398,7 @@ struct WeightGroup<Q4_0Format> {
   __m256i nibbles;  // elements 0-31
   hn::Vec<DotF> scale;
 
-  static WeightGroup load(const uint8_t* block, int) {
+  static WeightGroup load(const uint8_t* block, int, const uint8_t*) {
     const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
     const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
     return {_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), hn::Set(DotF(), LoadF16Scalar(block))};
@@ -433,7 +434,7 @@ struct WeightGroup {
   hn::Vec<DotI16> w[kDotVectors];  // elements 0-31 as int16
   hn::Vec<DotF> scale;
 
-  static WeightGroup load(const uint8_t* block, int) {
+  static WeightGroup load(const uint8_t* block, int, const uint8_t*) {
     const DotI16 d16;
     WeightGroup group;
     group.scale = hn::Set(DotF(), LoadF16Scalar(block));

@@ -2,6 +2,8 @@
 // double-precision math: the conversions bit for bit, the matmuls within float rounding, and the contract that a
 // result never depends on the batch it was computed in.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -355,6 +357,37 @@ std::vector<float> run(int n, int rows, Call&& call) {
   std::vector<float> out(static_cast<size_t>(n) * rows, std::bit_cast<float>(0x7fa5a5a5u));
   call(out.data());
   return out;
+}
+
+// Weights mapped so that their last byte is the last byte before an inaccessible page: a kernel loading a whole
+// vector or block pair past the end of the matrix (as a mapped file's last tensor would allow) crashes here.
+TEST(Matmul, NeverReadsPastTheEndOfTheWeights) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  for_each_simd_target([&] {
+    Random rnd(112);
+    for (DType dtype : kAllDtypes) {
+      for (int cols : {32, 96, 160}) {
+        const int rows = 5;
+        const Weights source = make_weights(dtype, rows, cols, rnd);
+        const size_t bytes = dtype_row_bytes(dtype, cols) * rows;
+        const size_t mapped = (bytes + page - 1) / page * page + page;
+        auto* base =
+            static_cast<uint8_t*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+        ASSERT_NE(base, MAP_FAILED);
+        ASSERT_EQ(mprotect(base + mapped - page, page, PROT_NONE), 0);
+        uint8_t* data = base + mapped - page - bytes;
+        std::memcpy(data, source.view.data, bytes);
+        const WeightMatrix at_end{dtype, data, rows, cols};
+        for (int n : {1, 3}) {
+          const Input in = make_input(n, cols, rnd);
+          const auto expected = run(n, rows, [&](float* out) { matmul(out, in.view, source.view, nullptr, 0, rows); });
+          const auto got = run(n, rows, [&](float* out) { matmul(out, in.view, at_end, nullptr, 0, rows); });
+          EXPECT_EQ(first_difference(expected, got), -1) << label(dtype) << " cols " << cols << " tokens " << n;
+        }
+        munmap(base, mapped);
+      }
+    }
+  });
 }
 
 // The contract batched serving relies on: the bits of out[t, r] depend only on token t's input and row r's weights,
