@@ -193,6 +193,16 @@ HWY_INLINE void IntegerStep(const uint8_t* const (&w)[R], const int8_t* const (&
 }
 
 template <class F, int R, int T>
+HWY_INLINE void IntegerRows(const uint8_t* const (&w)[R], const int8_t* const (&xq)[T], const float* const (&xs)[T],
+                            int blocks, const uint8_t* w_end, size_t ahead, hn::Vec<DotF> (&acc)[R][T]) {
+  int b = 0;
+  for (; b + kGroupBlocks <= blocks; b += kGroupBlocks)
+    IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, w_end, ahead, acc);
+  if (b < blocks)
+    IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, w_end, ahead, acc);  // a group cut short by the row's end
+}
+
+template <class F, int R, int T>
 HWY_NOINLINE void IntegerTile(const MatmulArgs& a, int r0, int t0) {
   const DotF df;
   const ActivationRows activations{a.xq, a.cols};
@@ -210,11 +220,12 @@ HWY_NOINLINE void IntegerTile(const MatmulArgs& a, int r0, int t0) {
     for (int j = 0; j < T; ++j) acc[i][j] = hn::Zero(df);
   }
   const size_t ahead = t0 == 0 ? R * a.w_row_bytes : 0;
-  int b = 0;
-  for (; b + kGroupBlocks <= blocks; b += kGroupBlocks)
-    IntegerStep<F, R, T>(w, xq, xs, b, kGroupBlocks, a.w_end, ahead, acc);
-  if (b < blocks)
-    IntegerStep<F, R, T>(w, xq, xs, b, blocks - b, a.w_end, ahead, acc);  // a group cut short by the row's end
+  // Only the matrix's last rows need their loads checked against its end (a constant null elsewhere).
+  if (w[R - 1] + a.w_row_bytes + 64 <= a.w_end) {
+    IntegerRows<F, R, T>(w, xq, xs, blocks, nullptr, ahead, acc);
+  } else {
+    IntegerRows<F, R, T>(w, xq, xs, blocks, a.w_end, ahead, acc);
+  }
   StoreTile<DotF, R, T>(df, a, r0, t0, acc);
 }
 

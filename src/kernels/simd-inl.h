@@ -184,7 +184,7 @@ HWY_INLINE hn::Vec<DF> RoundHalfAway(DF df, hn::Vec<DF> v) {
 // Activations are int8 in [-127, 127] (quantize_input guarantees it), laid out so that a group can always be loaded
 // whole: the row's int8 values and its scales are zero-padded to whole groups. A weight group may be cut short at the
 // end of a row (`blocks` < kGroupBlocks); its missing blocks read as zero. Weight loads never go past `end`, the end
-// of the matrix.
+// of the matrix, or null when the caller knows the group is at least 64 bytes before it.
 //
 // x86 uses instructions Highway 1.0.3 has no portable equivalent of: vpdpbusd (AVX512-VNNI) on AVX3_DL, else
 // maddubs (uint8 × int8 pairs summed in int16). With maddubs, Q8_0 weights move their signs onto the activations
@@ -229,7 +229,8 @@ HWY_INLINE __m512i LoadWeights(const uint8_t* block, int blocks, const uint8_t* 
   constexpr uint16_t kSecond = F::kBytes / 2;
   constexpr __mmask64 kPairBytes = 2 * F::kBytes >= 64 ? ~__mmask64{0} : (__mmask64{1} << (2 * F::kBytes)) - 1;
   if (blocks == 2) {
-    const __m512i head = block + 64 <= end ? _mm512_loadu_si512(block) : _mm512_maskz_loadu_epi8(kPairBytes, block);
+    const bool whole = end == nullptr || block + 64 <= end;
+    const __m512i head = whole ? _mm512_loadu_si512(block) : _mm512_maskz_loadu_epi8(kPairBytes, block);
     alignas(64) static constexpr uint16_t kScales[32] = {
         0, 0, 0, 0, 0, 0, 0, 0, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond, kSecond};
     const __m512i halves = _mm512_permutexvar_epi16(_mm512_load_si512(kScales), head);
