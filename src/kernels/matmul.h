@@ -21,15 +21,34 @@
 
 namespace ernie {
 
+// Q8_0 and Q4_0 matrices come in two layouts. The plain one is ggml's (a mapped GGUF file is used in place). The
+// packed one (pack_weight_group) lets one SIMD dot-product instruction advance kPackedRows rows at once, each row in
+// its own 32-bit lane, with no per-row horizontal sums: rows are taken in groups of kPackedRows (the last group
+// padded with zero rows). A group stores first, block by block, its rows' F16 scales in row order, then, block by
+// block, the quants in steps of 4 bytes per row, row after row. A Q8_0 step holds 4 consecutive quants of each row,
+// each stored plus 128 as uint8; a Q4_0 step holds 8, quant j of the step in the low nibble of byte j and quant 4 + j
+// in its high nibble (nibble = quant + 8, as in ggml). A packed group is exactly as large as its rows in the plain
+// layout.
+constexpr int kPackedRows = 16;
+
 struct WeightMatrix {
   DType dtype = DType::F32;
   const uint8_t* data = nullptr;  // rows * row_bytes(), row-major; may be unaligned (mapped file)
   int rows = 0;
-  int cols = 0;  // a multiple of dtype_block_elements(dtype)
+  int cols = 0;         // a multiple of dtype_block_elements(dtype)
+  bool packed = false;  // Q8_0/Q4_0 in the packed layout (fastest when data is 64-byte aligned)
 
-  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }
-  const uint8_t* row(int64_t r) const { return data + r * row_bytes(); }
+  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }  // as stored in the plain layout
+  const uint8_t* row(int64_t r) const { return data + r * row_bytes(); }  // plain layout only
+  size_t bytes() const { return row_bytes() * (packed ? packed_rows(rows) : rows); }
+  static int64_t packed_rows(int64_t rows) { return (rows + kPackedRows - 1) / kPackedRows * kPackedRows; }
 };
+
+// Writes n_rows <= kPackedRows consecutive plain rows of a Q8_0/Q4_0 matrix with cols columns as one packed group at
+// out (kPackedRows * dtype_row_bytes(dtype, cols) bytes), zero rows standing in for missing ones.
+void pack_weight_group(DType dtype, int cols, const uint8_t* rows, int n_rows, uint8_t* out);
+// Row r of a packed matrix in the plain layout, into out (w.row_bytes() bytes).
+void unpack_weight_row(const WeightMatrix& w, int64_t r, uint8_t* out);
 
 // Whether matmuls with weights of this dtype read MatmulInput::quantized.
 constexpr bool uses_quantized_input(DType weights) {
@@ -48,7 +67,8 @@ struct MatmulInput {
 // Bytes quantize_input writes for n rows of cols (cols a multiple of 32).
 size_t quantized_input_bytes(int n, int cols);
 // Quantizes rows [row_begin, row_end) of x [*, cols] into out (laid out for all rows, as quantized_input_bytes): per
-// 32-element block, scale = max|x| / 127 and q = x * (127 / max|x|) rounded to nearest even, so |q| <= 127.
+// 32-element block, scale = max|x| / 127 and q = x * (127 / max|x|) rounded to nearest even, so |q| <= 127; each
+// block's sum of q is stored beside it (the packed kernels correct for unsigned weights with it).
 void quantize_input(const float* x, int cols, int row_begin, int row_end, uint8_t* out);
 
 // rmsnorm (ops.h) of rows [row_begin, row_end) of x [*, cols] into out, and, unless quantized is null, those rows of

@@ -29,20 +29,22 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadO
 
 namespace {
 
-// Every weight matrix once (a tied LM head is the embedding), with whether it is the token embedding.
+// Every weight matrix once (a tied LM head is the embedding).
 template <class Fn>
 void for_each_matrix(ModelWeights& w, bool tied, Fn&& fn) {
-  fn(w.embed_tokens, true);
-  if (!tied) fn(w.lm_head, false);
+  fn(w.embed_tokens);
+  if (!tied) fn(w.lm_head);
   for (LayerWeights& l : w.layers) {
-    for (WeightMatrix* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) {
-      fn(*m, false);
-    }
+    for (WeightMatrix* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) fn(*m);
   }
 }
 
-DType converted_dtype(DType target, bool is_embedding) {
-  return target == DType::Q4_0 && is_embedding ? DType::Q8_0 : target;
+// Converted matrices start on cache lines (the packed kernels' loads are then aligned).
+constexpr size_t kAlignment = 64;
+
+// Bytes of m converted to dtype: integer types are stored packed.
+size_t converted_bytes(DType dtype, const WeightMatrix& m) {
+  return WeightMatrix{dtype, nullptr, m.rows, m.cols, uses_quantized_input(dtype)}.bytes();
 }
 
 }  // namespace
@@ -55,23 +57,25 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
   };
   std::vector<Job> jobs;
   size_t total = 0;
-  for_each_matrix(weights_, config_.tie_word_embeddings, [&](WeightMatrix& m, bool is_embedding) {
-    const DType to = converted_dtype(target, is_embedding);
-    if (m.dtype == to) return;
-    if (m.cols % dtype_block_elements(to) != 0)
-      fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(to));
-    jobs.push_back({&m, to, nullptr});
-    total += dtype_row_bytes(to, m.cols) * m.rows;
+  for_each_matrix(weights_, config_.tie_word_embeddings, [&](WeightMatrix& m) {
+    if (m.dtype == target) return;
+    if (m.cols % dtype_block_elements(target) != 0)
+      fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(target));
+    jobs.push_back({&m, target, nullptr});
+    total += converted_bytes(target, m) + kAlignment;
   });
   if (jobs.empty()) return;
-  converted_.reset(new uint8_t[total]);
+  converted_.reset(new uint8_t[total + kAlignment]);
   uint8_t* next = converted_.get();
   for (Job& job : jobs) {
+    next += (kAlignment - reinterpret_cast<uintptr_t>(next) % kAlignment) % kAlignment;
     job.out = next;
-    next += dtype_row_bytes(job.to, job.matrix->cols) * job.matrix->rows;
+    next += converted_bytes(job.to, *job.matrix);
   }
-  // Rows in chunks across the pool; each chunk widens a row to float32 and stores it in the new type.
+  // Rows in chunks across the pool; each chunk widens a row to float32 and stores it in the new type, integer types
+  // then packed for the matmul kernels (kRowsPerTask is a whole number of packed groups).
   constexpr int kRowsPerTask = 256;
+  static_assert(kRowsPerTask % kPackedRows == 0);
   std::vector<int> first_task;
   int n_tasks = 0;
   for (const Job& job : jobs) {
@@ -87,14 +91,23 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
     const int r0 = (task - first_task[j]) * kRowsPerTask, r1 = std::min(m.rows, r0 + kRowsPerTask);
     std::vector<float> row(m.cols);
     const size_t out_row_bytes = dtype_row_bytes(job.to, m.cols);
+    const bool pack = uses_quantized_input(job.to);
+    std::vector<uint8_t> plain(pack ? out_row_bytes * (r1 - r0) : 0);
     for (int r = r0; r < r1; ++r) {
       dequantize_row(m.dtype, m.row(r), row.data(), m.cols);
-      quantize_row(job.to, row.data(), job.out + r * out_row_bytes, m.cols);
+      quantize_row(job.to, row.data(), pack ? plain.data() + (r - r0) * out_row_bytes : job.out + r * out_row_bytes,
+                   m.cols);
+    }
+    for (int g = r0; pack && g < r1; g += kPackedRows) {
+      pack_weight_group(job.to, m.cols, plain.data() + (g - r0) * out_row_bytes, std::min(kPackedRows, r1 - g),
+                        job.out + g * out_row_bytes);
     }
     // Converted rows leave resident memory at once, so the peak stays near the converted size.
     release_mapped_range(m.row(r0), m.row_bytes() * (r1 - r0));
   });
-  for (const Job& job : jobs) *job.matrix = WeightMatrix{job.to, job.out, job.matrix->rows, job.matrix->cols};
+  for (const Job& job : jobs) {
+    *job.matrix = WeightMatrix{job.to, job.out, job.matrix->rows, job.matrix->cols, uses_quantized_input(job.to)};
+  }
   if (config_.tie_word_embeddings) weights_.lm_head = weights_.embed_tokens;
 }
 
@@ -107,14 +120,14 @@ int64_t Model::parameter_count() const {
 size_t Model::weight_bytes() const {
   size_t n = 0;
   ModelWeights& w = const_cast<ModelWeights&>(weights_);  // for_each_matrix only reads here
-  for_each_matrix(w, config_.tie_word_embeddings, [&](WeightMatrix& m, bool) { n += m.row_bytes() * m.rows; });
+  for_each_matrix(w, config_.tie_word_embeddings, [&](WeightMatrix& m) { n += m.bytes(); });
   return n;
 }
 
 std::string Model::weight_dtype() const {
   std::set<std::string_view> names;
   ModelWeights& w = const_cast<ModelWeights&>(weights_);
-  for_each_matrix(w, config_.tie_word_embeddings, [&](WeightMatrix& m, bool) { names.insert(dtype_name(m.dtype)); });
+  for_each_matrix(w, config_.tie_word_embeddings, [&](WeightMatrix& m) { names.insert(dtype_name(m.dtype)); });
   std::string out;
   for (auto n : names) {
     if (!out.empty()) out += '+';
@@ -126,7 +139,7 @@ std::string Model::weight_dtype() const {
 bool Model::has_quantized_weights() const {
   bool any = false;
   ModelWeights& w = const_cast<ModelWeights&>(weights_);
-  for_each_matrix(w, config_.tie_word_embeddings, [&](WeightMatrix& m, bool) { any |= uses_quantized_input(m.dtype); });
+  for_each_matrix(w, config_.tie_word_embeddings, [&](WeightMatrix& m) { any |= uses_quantized_input(m.dtype); });
   return any;
 }
 

@@ -23,8 +23,8 @@ namespace ernie {
 
 // How a checkpoint is brought into memory.
 struct LoadOptions {
-  // Convert every weight matrix at load: F32/BF16/F16 as given; Q8_0 for all matrices; Q4_0 for the decoder
-  // layers' matrices with the embedding (= tied LM head) in Q8_0. nullopt keeps the stored types, used in place.
+  // Convert every weight matrix (the embedding included, as llama.cpp's Q8_0 and Q4_0 files do) to this type at
+  // load, Q8_0 and Q4_0 packed for the matmul kernels. nullopt keeps the stored types, used in place.
   std::optional<DType> dtype = std::nullopt;
   ThreadPool* pool = nullptr;  // converts in parallel when given
 };
@@ -41,7 +41,7 @@ class Model {
 
   int64_t parameter_count() const;     // tied embedding counted once
   size_t weight_bytes() const;         // bytes of the weights as used (after any conversion)
-  std::string weight_dtype() const;    // "BF16", or e.g. "Q4_0+Q8_0" when mixed (matrices only)
+  std::string weight_dtype() const;    // "BF16", or e.g. "BF16+F32" when mixed (matrices only)
   bool has_quantized_weights() const;  // any Q8_0/Q4_0 matrix: matmul inputs must be quantized
 
  private:

@@ -138,7 +138,7 @@ TEST(Cli, BenchReportsEveryTypeAsTableAndJson) {
   EXPECT_NE(r.out.find("int4"), std::string::npos) << r.out;
   const auto report = read_json(json_path);
   ASSERT_EQ(report["results"].size(), 2u);
-  EXPECT_EQ(report["results"][1]["weights"], "Q4_0+Q8_0");
+  EXPECT_EQ(report["results"][1]["weights"], "Q4_0");
   for (const auto& result : report["results"]) {
     ASSERT_EQ(result["prefill"].size(), 2u);
     EXPECT_EQ(result["prefill"][1]["prompt_tokens"], 9);

@@ -40,6 +40,18 @@ bool is_block_type(DType t) {
   return dtype_block_elements(t) > 1;
 }
 
+// A weight matrix's dtype and layout (matmul.h): the matmul tests run over every combination.
+struct Layout {
+  DType dtype;
+  bool packed = false;
+};
+constexpr Layout kAllLayouts[] = {{DType::F32},       {DType::BF16},       {DType::F16}, {DType::Q8_0},
+                                  {DType::Q4_0},      {DType::Q8_0, true}, {DType::Q4_0, true}};
+
+std::string label(Layout l) {
+  return label(l.dtype) + (l.packed ? " packed" : "");
+}
+
 // ---- Conversions ---------------------------------------------------------------------------------------------------
 
 // Random values at a given magnitude, with awkward ones mixed in: zeros of both signs, ties between +a and -a,
@@ -255,14 +267,31 @@ TEST(RmsNormQuantizeInput, SameBitsAsRmsNormThenQuantizeInput) {
 // ---- Matmul
 // ----------------------------------------------------------------------------------------------------------
 
-// Random weights [rows, cols] in dtype, starting misalign bytes past a 64-byte boundary, plus their exact values.
+// Random weights [rows, cols] in dtype, starting misalign bytes past a 64-byte boundary (plain layout) or packed,
+// plus their exact values.
 struct Weights {
   std::vector<uint8_t> buffer;
   std::vector<float> values;  // dequantized, [rows, cols]
   WeightMatrix view;
 };
 
-Weights make_weights(DType dtype, int rows, int cols, Random& rnd, size_t misalign = 0) {
+Weights make_weights(DType dtype, int rows, int cols, Random& rnd, size_t misalign = 0);
+
+Weights make_weights(Layout layout, int rows, int cols, Random& rnd, size_t misalign = 0) {
+  Weights w = make_weights(layout.dtype, rows, cols, rnd, misalign);
+  if (!layout.packed) return w;
+  const size_t row_bytes = w.view.row_bytes();
+  std::vector<uint8_t> packed(WeightMatrix::packed_rows(rows) * row_bytes + 64);
+  uint8_t* base = packed.data() + (64 - reinterpret_cast<uintptr_t>(packed.data()) % 64) % 64;
+  for (int r = 0; r < rows; r += kPackedRows) {
+    pack_weight_group(layout.dtype, cols, w.view.row(r), std::min(kPackedRows, rows - r), base + r * row_bytes);
+  }
+  w.buffer = std::move(packed);
+  w.view = WeightMatrix{layout.dtype, base, rows, cols, true};
+  return w;
+}
+
+Weights make_weights(DType dtype, int rows, int cols, Random& rnd, size_t misalign) {
   Weights w;
   const size_t row_bytes = dtype_row_bytes(dtype, cols);
   w.buffer.assign(row_bytes * rows + misalign + 128, 0xCD);
@@ -299,10 +328,11 @@ Input make_input(int n, int cols, Random& rnd) {
 // The matmul against reference::matmul (same arithmetic up to summation order: within 2e-6 of Σ|x·w|) and, for integer
 // weights, against the exact product in double, which it may miss by the activation quantization error: at most half
 // a quantization step (max|x_block| / 254) times Σ|w| per block.
-void check_matmul(DType dtype, int rows, int cols, int n, Random& rnd) {
-  SCOPED_TRACE(label(dtype) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols) + " tokens " +
+void check_matmul(Layout layout, int rows, int cols, int n, Random& rnd) {
+  const DType dtype = layout.dtype;
+  SCOPED_TRACE(label(layout) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols) + " tokens " +
                std::to_string(n));
-  const Weights w = make_weights(dtype, rows, cols, rnd, rnd.below(4));
+  const Weights w = make_weights(layout, rows, cols, rnd, rnd.below(4));
   const Input in = make_input(n, cols, rnd);
   const auto bias = rnd.vector(rows);
   std::vector<float> got(static_cast<size_t>(n) * rows), ref(got.size());
@@ -333,19 +363,20 @@ void check_matmul(DType dtype, int rows, int cols, int n, Random& rnd) {
 TEST(Matmul, EveryDtypeMatchesReferenceAndExactProduct) {
   for_each_simd_target([] {
     Random rnd(106);
-    for (DType dtype : kAllDtypes) {
+    for (const Layout layout : kAllLayouts) {
+      const DType dtype = layout.dtype;
       const std::vector<int> col_sizes =
           is_block_type(dtype) ? std::vector<int>{32, 64, 96, 160, 1024} : std::vector<int>{1, 7, 13, 67, 129, 1000};
       for (int cols : col_sizes) {
         for (int rows : {1, 3, 17, 67}) {
           for (int n : {1, 2, 3, 4, 5, 9}) {
-            check_matmul(dtype, rows, cols, n, rnd);
+            check_matmul(layout, rows, cols, n, rnd);
             if (::testing::Test::HasFatalFailure()) return;
           }
         }
       }
-      check_matmul(dtype, 5, is_block_type(dtype) ? 4096 : 4099, 3, rnd);
-      check_matmul(dtype, 19, 128, 128, rnd);
+      check_matmul(layout, 5, is_block_type(dtype) ? 4096 : 4099, 3, rnd);
+      check_matmul(layout, 19, 128, 128, rnd);
       if (::testing::Test::HasFatalFailure()) return;
     }
   });
@@ -365,11 +396,12 @@ TEST(Matmul, NeverReadsPastTheEndOfTheWeights) {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   for_each_simd_target([&] {
     Random rnd(112);
-    for (DType dtype : kAllDtypes) {
+    for (const Layout layout : kAllLayouts) {
+      const DType dtype = layout.dtype;
       for (int cols : {32, 96, 160}) {
         const int rows = 5;
-        const Weights source = make_weights(dtype, rows, cols, rnd);
-        const size_t bytes = dtype_row_bytes(dtype, cols) * rows;
+        const Weights source = make_weights(layout, rows, cols, rnd);
+        const size_t bytes = source.view.bytes();
         const size_t mapped = (bytes + page - 1) / page * page + page;
         auto* base =
             static_cast<uint8_t*>(mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
@@ -377,17 +409,51 @@ TEST(Matmul, NeverReadsPastTheEndOfTheWeights) {
         ASSERT_EQ(mprotect(base + mapped - page, page, PROT_NONE), 0);
         uint8_t* data = base + mapped - page - bytes;
         std::memcpy(data, source.view.data, bytes);
-        const WeightMatrix at_end{dtype, data, rows, cols};
+        const WeightMatrix at_end{dtype, data, rows, cols, layout.packed};
         for (int n : {1, 3}) {
           const Input in = make_input(n, cols, rnd);
           const auto expected = run(n, rows, [&](float* out) { matmul(out, in.view, source.view, nullptr, 0, rows); });
           const auto got = run(n, rows, [&](float* out) { matmul(out, in.view, at_end, nullptr, 0, rows); });
-          EXPECT_EQ(first_difference(expected, got), -1) << label(dtype) << " cols " << cols << " tokens " << n;
+          EXPECT_EQ(first_difference(expected, got), -1) << label(layout) << " cols " << cols << " tokens " << n;
         }
         munmap(base, mapped);
       }
     }
   });
+}
+
+// Packing keeps every block: each row unpacks to its plain bytes and reads as the same floats, whatever its lane, and
+// the padding rows of the last group read as zeros.
+TEST(PackWeights, EveryRowUnpacksToItsPlainBlocks) {
+  Random rnd(113);
+  for (DType dtype : kBlockDtypes) {
+    for (int rows : {1, 16, 37}) {
+      const int cols = 96;
+      const Weights plain = make_weights(dtype, rows, cols, rnd);
+      const Weights packed = make_weights(Layout{dtype, true}, rows, cols, rnd);
+      // make_weights drew new values for the packed one; pack `plain` itself for the comparison.
+      std::vector<uint8_t> buffer(packed.view.bytes());
+      for (int r = 0; r < rows; r += kPackedRows) {
+        pack_weight_group(dtype, cols, plain.view.row(r), std::min(kPackedRows, rows - r),
+                          buffer.data() + r * plain.view.row_bytes());
+      }
+      const WeightMatrix view{dtype, buffer.data(), rows, cols, true};
+      std::vector<uint8_t> row(view.row_bytes());
+      std::vector<float> a(cols), b(cols);
+      for (int r = 0; r < rows; ++r) {
+        unpack_weight_row(view, r, row.data());
+        ASSERT_EQ(std::memcmp(row.data(), plain.view.row(r), row.size()), 0) << label(dtype) << " row " << r;
+        read_row(a.data(), plain.view, r);
+        read_row(b.data(), view, r);
+        ASSERT_EQ(first_difference(a, b), -1) << label(dtype) << " row " << r;
+      }
+      for (int r = rows; r < WeightMatrix::packed_rows(rows); ++r) {
+        const WeightMatrix whole{dtype, buffer.data(), static_cast<int>(WeightMatrix::packed_rows(rows)), cols, true};
+        read_row(a.data(), whole, r);
+        for (float v : a) ASSERT_EQ(v, 0.0f) << label(dtype) << " padding row " << r;
+      }
+    }
+  }
 }
 
 // The contract batched serving relies on: the bits of out[t, r] depend only on token t's input and row r's weights,
@@ -397,13 +463,13 @@ TEST(Matmul, ResultsAreBitIdenticalWhateverTheBatchRowsAndThreads) {
   for_each_simd_target([] {
     Random rnd(107);
     ThreadPool two(2), three(3);
-    for (DType dtype : kAllDtypes) {
+    for (const Layout layout : kAllLayouts) {
       for (int cols : {96, 1024}) {
         const int rows = 67;
-        const Weights w = make_weights(dtype, rows, cols, rnd, 1);
+        const Weights w = make_weights(layout, rows, cols, rnd, 1);
         const auto bias = rnd.vector(rows);
         for (int n : {128, 9, 5, 2}) {
-          SCOPED_TRACE(label(dtype) + " cols " + std::to_string(cols) + " tokens " + std::to_string(n));
+          SCOPED_TRACE(label(layout) + " cols " + std::to_string(cols) + " tokens " + std::to_string(n));
           const Input in = make_input(n, cols, rnd);
           const auto all = run(n, rows, [&](float* out) { matmul(out, in.view, w.view, bias.data(), 0, rows); });
           // Each token alone.
@@ -443,11 +509,11 @@ TEST(MatmulSwiglu, SameBitsAsSeparateMatmulsThenSwiglu) {
   for_each_simd_target([] {
     Random rnd(108);
     ThreadPool pool(2);
-    for (DType dtype : kAllDtypes) {
+    for (const Layout layout : kAllLayouts) {
       for (int n : {1, 3, 40}) {
         const int rows = 37, cols = 96;
-        SCOPED_TRACE(label(dtype) + " tokens " + std::to_string(n));
-        const Weights gate = make_weights(dtype, rows, cols, rnd), up = make_weights(dtype, rows, cols, rnd, 3);
+        SCOPED_TRACE(label(layout) + " tokens " + std::to_string(n));
+        const Weights gate = make_weights(layout, rows, cols, rnd), up = make_weights(layout, rows, cols, rnd, 3);
         const auto gate_bias = rnd.vector(rows), up_bias = rnd.vector(rows);
         const Input in = make_input(n, cols, rnd);
         auto g = run(n, rows, [&](float* out) { matmul(out, in.view, gate.view, gate_bias.data(), 0, rows); });
