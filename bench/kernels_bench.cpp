@@ -44,25 +44,38 @@ std::vector<float> random_floats(size_t n, uint32_t seed) {
   return v;
 }
 
-// `copies` copies of one random [rows, cols] matrix in dtype, back to back, each starting on a cache line.
+// `copies` copies of one random [rows, cols] matrix in dtype (packed: see matmul.h), back to back, each starting on a
+// cache line.
 struct WeightSet {
   std::vector<uint8_t> storage;
   std::vector<WeightMatrix> copies;
 };
 
-WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes) {
+WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes, bool packed) {
   WeightSet set;
-  const size_t bytes = (dtype_row_bytes(dtype, cols) * rows + 63) / 64 * 64;
+  const WeightMatrix shape{dtype, nullptr, rows, cols, packed};
+  const size_t bytes = (shape.bytes() + 63) / 64 * 64;
   const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
   set.storage.resize(bytes * copies + 64);
   uint8_t* base = set.storage.data() + (64 - reinterpret_cast<uintptr_t>(set.storage.data()) % 64) % 64;
   const auto row = random_floats(cols, 1);
-  for (int r = 0; r < rows; ++r) quantize_row(dtype, row.data(), base + r * dtype_row_bytes(dtype, cols), cols);
+  std::vector<uint8_t> plain(shape.row_bytes() * kPackedRows);
+  for (int r = 0; r < rows; ++r) {
+    uint8_t* to = packed ? plain.data() + r % kPackedRows * shape.row_bytes() : base + r * shape.row_bytes();
+    quantize_row(dtype, row.data(), to, cols);
+    if (packed && (r % kPackedRows == kPackedRows - 1 || r == rows - 1)) {
+      pack_weight_group(dtype, cols, plain.data(), r % kPackedRows + 1, base + r / kPackedRows * plain.size());
+    }
+  }
   for (size_t c = 0; c < copies; ++c) {
     if (c > 0) std::memcpy(base + c * bytes, base, bytes);
-    set.copies.push_back(WeightMatrix{dtype, base + c * bytes, rows, cols});
+    set.copies.push_back(WeightMatrix{dtype, base + c * bytes, rows, cols, packed});
   }
   return set;
+}
+
+std::string layout_label(DType dtype, bool packed) {
+  return std::string(dtype_name(dtype)) + (packed ? " packed" : "");
 }
 
 struct Activations {
@@ -155,12 +168,13 @@ BENCHMARK(Bandwidth)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecon
 
 // ---- Matmuls ------------------------------------------------------------------------------------------------------
 
-// Args: dtype, rows, cols, threads.
+// Args: dtype, rows, cols, threads, packed.
 void Decode(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
+  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20);
+  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20, packed);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   size_t next = 0;
@@ -171,14 +185,16 @@ void Decode(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
-  state.SetLabel(std::string(dtype_name(dtype)));
+  state.SetLabel(layout_label(dtype, packed));
 }
 
 // The same kernel on a matrix that stays in L2: how fast it could stream if memory were not the limit.
+// Args: dtype, rows, cols, packed.
 void DecodeCached(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const WeightSet weights = make_weights(dtype, rows, cols, 0);
+  const bool packed = state.range(3) != 0;
+  const WeightSet weights = make_weights(dtype, rows, cols, 0, packed);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   for (auto _ : state) {
@@ -186,15 +202,16 @@ void DecodeCached(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
-  state.SetLabel(std::string(dtype_name(dtype)));
+  state.SetLabel(layout_label(dtype, packed));
 }
 
 void DecodeSwiglu(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
+  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20);
-  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20);
+  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20, packed);
+  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20, packed);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   size_t next = 0;
@@ -205,15 +222,16 @@ void DecodeSwiglu(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows * 2));
-  state.SetLabel(std::string(dtype_name(dtype)));
+  state.SetLabel(layout_label(dtype, packed));
 }
 
 void Prefill(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
   constexpr int kTokens = 128;
+  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet weights = make_weights(dtype, rows, cols, 0);
+  const WeightSet weights = make_weights(dtype, rows, cols, 0, packed);
   const Activations a = make_activations(kTokens, cols);
   std::vector<float> out(static_cast<size_t>(kTokens) * rows);
   for (auto _ : state) {
@@ -223,14 +241,17 @@ void Prefill(benchmark::State& state) {
   }
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * kTokens * rows * cols, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(dtype_name(dtype)));
+  state.SetLabel(layout_label(dtype, packed));
 }
 
 void MatmulShapes(benchmark::internal::Benchmark* b, std::initializer_list<std::pair<int, int>> shapes) {
-  b->ArgNames({"dtype", "rows", "cols", "threads"});
+  b->ArgNames({"dtype", "rows", "cols", "threads", "packed"});
   for (DType dtype : kDtypes) {
-    for (const auto& [rows, cols] : shapes) {
-      for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads});
+    for (const int packed : {0, 1}) {
+      if (packed && !uses_quantized_input(dtype)) continue;
+      for (const auto& [rows, cols] : shapes) {
+        for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads, packed});
+      }
     }
   }
   b->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -238,8 +259,11 @@ void MatmulShapes(benchmark::internal::Benchmark* b, std::initializer_list<std::
 
 BENCHMARK(Decode)->Apply([](auto* b) { MatmulShapes(b, {{1024, 1024}, {3072, 1024}, {1024, 3072}, {103424, 1024}}); });
 BENCHMARK(DecodeCached)->Apply([](auto* b) {
-  b->ArgNames({"dtype", "rows", "cols"});
-  for (DType dtype : kDtypes) b->Args({static_cast<int>(dtype), 128, 1024});
+  b->ArgNames({"dtype", "rows", "cols", "packed"});
+  for (DType dtype : kDtypes) {
+    b->Args({static_cast<int>(dtype), 128, 1024, 0});
+    if (uses_quantized_input(dtype)) b->Args({static_cast<int>(dtype), 128, 1024, 1});
+  }
   b->Unit(benchmark::kMicrosecond);
 });
 BENCHMARK(DecodeSwiglu)->Apply([](auto* b) { MatmulShapes(b, {{3072, 1024}}); });

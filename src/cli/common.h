@@ -82,5 +82,6 @@ void register_info(CLI::App& app);
 void register_make_random(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_accuracy(CLI::App& app);
 
 }  // namespace ernie::cli

@@ -435,9 +435,13 @@ struct Packed {
 #endif
 
 // Rows [row_begin, row_end) ∩ group `group` for tokens t0 .. t0+T-1. Two interleaved int32 chains per token (even
-// and odd steps) keep the dot-product instructions' latency hidden when decoding a single token.
+// and odd steps) keep the dot-product instructions' latency hidden when decoding a single token. A group is one
+// contiguous stream (the next group follows it); the tile that first reads it from memory (`streaming`) prefetches
+// kPackedPrefetchBytes ahead, since the hardware prefetchers alone keep too few cache lines in flight here.
+constexpr size_t kPackedPrefetchBytes = 4096;
+
 template <class F, int T>
-HWY_NOINLINE void PackedTile(const MatmulArgs& a, int group, int t0, int row_begin, int row_end) {
+HWY_NOINLINE void PackedTile(const MatmulArgs& a, int group, int t0, int row_begin, int row_end, bool streaming) {
   using K = Packed<F>;
   const ActivationRows activations{a.xq, a.cols};
   const int blocks = a.cols / kQuantBlock;
@@ -454,6 +458,9 @@ HWY_NOINLINE void PackedTile(const MatmulArgs& a, int group, int t0, int row_beg
       even[j] = K::Start(activations.sums(t0 + j)[b]);
       odd[j] = K::Start(0);
       x[j] = activations.q(t0 + j) + b * kQuantBlock;
+    }
+    if (streaming) {
+      for (size_t offset = 0; offset < kQuantBytes; offset += 64) hwy::Prefetch(quants + offset + kPackedPrefetchBytes);
     }
     for (int s = 0; s < kPackedSteps<F>; s += 2) {
       const auto w_even = K::Load(quants + s * kPackedStepBytes);
@@ -484,8 +491,8 @@ void PackedRows(const MatmulArgs& a, int row_begin, int row_end) {
     const int c1 = std::min(a.n, c0 + chunk_tokens);
     for (int g = g_begin; g < g_end; ++g) {
       int t0 = c0;
-      for (; t0 + T <= c1; t0 += T) PackedTile<F, T>(a, g, t0, row_begin, row_end);
-      for (; t0 < c1; ++t0) PackedTile<F, 1>(a, g, t0, row_begin, row_end);
+      for (; t0 + T <= c1; t0 += T) PackedTile<F, T>(a, g, t0, row_begin, row_end, t0 == c0);
+      for (; t0 < c1; ++t0) PackedTile<F, 1>(a, g, t0, row_begin, row_end, t0 == c0);
     }
   }
 }

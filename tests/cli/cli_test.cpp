@@ -127,6 +127,28 @@ TEST(Cli, MakeRandomCheckpoint) {
   EXPECT_EQ(nlohmann::json::parse(r.out).size(), 8u);
 }
 
+// Each weight type against float32 on the same token ids: F16 weights of a BF16 checkpoint convert exactly and agree
+// to float rounding, Q8_0 visibly less; both reports carry every figure.
+TEST(Cli, AccuracyComparesEachTypeWithFloat32) {
+  TempDir tmp;
+  const auto json_path = tmp.path() / "accuracy.json";
+  const auto r = ernie_cli("accuracy --model " + model_dir() + " --dtype f16,int8 --tokens 24 --seed 7 --json " +
+                           quote(json_path.string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("mean KL"), std::string::npos) << r.out;
+  const auto report = read_json(json_path);
+  EXPECT_EQ(report["positions"], 24);
+  ASSERT_EQ(report["results"].size(), 2u);
+  const auto& f16 = report["results"][0];
+  const auto& int8 = report["results"][1];
+  EXPECT_EQ(int8["weights"], "Q8_0");
+  EXPECT_LT(f16["relative_error"].get<double>(), 1e-3);
+  EXPECT_GT(int8["relative_error"].get<double>(), f16["relative_error"].get<double>());
+  EXPECT_LT(int8["relative_error"].get<double>(), 0.2);
+  EXPECT_GE(int8["top1"].get<double>(), 0.5);
+  EXPECT_LE(int8["top1"].get<double>(), 1.0);
+}
+
 // The benchmark's report has every figure for every type asked for (values are timings: not checked here).
 TEST(Cli, BenchReportsEveryTypeAsTableAndJson) {
   TempDir tmp;
