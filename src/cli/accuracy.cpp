@@ -21,13 +21,18 @@ struct AccuracyOptions {
   std::string json_path;
 };
 
-// Every position's logits ([ids, vocab]) with the options' weight and KV types.
-std::vector<float> all_logits(const LoadedModel& loaded, const ModelOptions& options, const std::vector<int32_t>& ids) {
+struct Logits {
+  std::vector<float> values;  // [ids, vocab]
+  DType kv_dtype;
+};
+
+// Every position's logits with the options' weight and KV types.
+Logits all_logits(const LoadedModel& loaded, const ModelOptions& options, const std::vector<int32_t>& ids) {
   SessionOptions session_opts = session_options(options, loaded);
   session_opts.context_length = static_cast<int>(ids.size());
   Session session(*loaded.model, session_opts);
-  std::vector<float> logits(ids.size() * loaded.model->config().vocab_size);
-  session.forward(ids, logits);
+  Logits logits{std::vector<float>(ids.size() * loaded.model->config().vocab_size), session.kv_dtype()};
+  session.forward(ids, logits.values);
   return logits;
 }
 
@@ -55,7 +60,7 @@ void accuracy(const AccuracyOptions& o) {
       std::uniform_int_distribution<int32_t> id(0, vocab - 1);
       for (int i = 0; i < o.tokens; ++i) ids.push_back(id(rng));
     }
-    reference = all_logits(loaded, reference_options, ids);
+    reference = all_logits(loaded, reference_options, ids).values;
   }
 
   std::printf("%zu positions against float32 weights and KV cache\n\n", ids.size());
@@ -65,8 +70,7 @@ void accuracy(const AccuracyOptions& o) {
     ModelOptions options = o.model;
     options.dtype = dtype;
     const LoadedModel loaded = load_model(options, false);
-    const std::vector<float> logits = all_logits(loaded, options, ids);
-    const DType kv = session_options(options, loaded).kv_dtype.value_or(DType::F32);
+    const auto [logits, kv] = all_logits(loaded, options, ids);
     LogitAgreement agreement;
     for (size_t t = 0; t < ids.size(); ++t) {
       agreement.add(std::span<const float>(reference.data() + t * vocab, vocab),
