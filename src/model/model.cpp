@@ -249,6 +249,14 @@ MatmulInput Session::prepare_input(const float* x, int n, int cols) {
   return MatmulInput{x, quantized_.data(), n, cols};
 }
 
+// rmsnorm(x) into normed_, quantized in the same pass over each row when the matmuls need it.
+MatmulInput Session::normalized_input(const Vector& norm_weight, int n) {
+  const int hidden = config_.hidden_size;
+  uint8_t* quantized = quantized_.empty() ? nullptr : quantized_.data();
+  rmsnorm_quantize_input(normed_.data(), quantized, x_.data(), norm_weight.data(), hidden, config_.rms_norm_eps, 0, n);
+  return MatmulInput{normed_.data(), quantized, n, hidden};
+}
+
 KvCacheView Session::cache(int layer) {
   uint8_t* k = kv_.get() + 2 * static_cast<size_t>(layer) * kv_layer_bytes_;
   return KvCacheView{kv_dtype_, k, k + kv_layer_bytes_, config_.kv_dim()};
@@ -265,11 +273,10 @@ void Session::attention_block(const LayerWeights& layer, int layer_index, int n,
   const int hidden = config_.hidden_size, q_dim = config_.q_dim(), kv_dim = config_.kv_dim();
   const int heads = config_.num_attention_heads;
 
-  rmsnorm(normed_.data(), x_.data(), layer.input_norm.data(), n, hidden, config_.rms_norm_eps);
   const MatmulTask qkv[] = {{q_.data(), &layer.q_proj, bias(layer.q_bias)},
                             {k_new_.data(), &layer.k_proj, bias(layer.k_bias)},
                             {v_new_.data(), &layer.v_proj, bias(layer.v_bias)}};
-  matmul_parallel(*pool_, prepare_input(normed_.data(), n, hidden), qkv);
+  matmul_parallel(*pool_, normalized_input(layer.input_norm, n), qkv);
 
   // Rotate the new queries and keys by their positions; keys and values then go into their sessions' caches.
   for (const RowGroup& g : groups) {
@@ -300,10 +307,9 @@ void Session::attention_block(const LayerWeights& layer, int layer_index, int n,
 // x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x).
 void Session::mlp_block(const LayerWeights& layer, int n) {
   const int hidden = config_.hidden_size;
-  rmsnorm(normed_.data(), x_.data(), layer.post_attention_norm.data(), n, hidden, config_.rms_norm_eps);
   const MatmulTask gate_up[] = {
       {act_.data(), &layer.gate_proj, bias(layer.gate_bias), &layer.up_proj, bias(layer.up_bias)}};
-  matmul_parallel(*pool_, prepare_input(normed_.data(), n, hidden), gate_up);
+  matmul_parallel(*pool_, normalized_input(layer.post_attention_norm, n), gate_up);
   const MatmulTask down[] = {{proj_out_.data(), &layer.down_proj, bias(layer.down_bias)}};
   matmul_parallel(*pool_, prepare_input(act_.data(), n, config_.intermediate_size), down);
   add_inplace(x_.data(), proj_out_.data(), n * hidden);

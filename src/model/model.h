@@ -111,6 +111,7 @@ class Session {
   void mlp_block(const LayerWeights& layer, int n);
   void lm_head(int n, std::span<const RowGroup> groups, float* logits, bool all_rows);
   MatmulInput prepare_input(const float* x, int n, int cols);
+  MatmulInput normalized_input(const Vector& norm_weight, int n);
   KvCacheView cache(int layer);
   void observe(int index, const float* rows, int n) const;
 
