@@ -34,13 +34,16 @@ DType parse_weight_dtype(const std::string& name) {
   fail("unknown type \"", name, "\" (expected f32, bf16, f16, int8/q8_0 or int4/q4_0)");
 }
 
+std::optional<DType> kv_cache_dtype(const ModelOptions& options) {
+  if (options.kv_dtype.empty()) return std::nullopt;
+  const DType kv = parse_weight_dtype(options.kv_dtype);
+  if (kv != DType::F32 && kv != DType::F16) fail("--kv-dtype must be f32 or f16");
+  return kv;
+}
+
 SessionOptions session_options(const ModelOptions& options, const LoadedModel& loaded) {
-  SessionOptions session{.context_length = options.context_length, .pool = loaded.pool.get()};
-  if (!options.kv_dtype.empty()) {
-    session.kv_dtype = parse_weight_dtype(options.kv_dtype);
-    if (*session.kv_dtype != DType::F32 && *session.kv_dtype != DType::F16) fail("--kv-dtype must be f32 or f16");
-  }
-  return session;
+  return SessionOptions{
+      .context_length = options.context_length, .kv_dtype = kv_cache_dtype(options), .pool = loaded.pool.get()};
 }
 
 std::filesystem::path checkpoint_dir(const std::string& model_flag) {

@@ -44,6 +44,8 @@ struct LoadedModel {
 // memory plan on stderr.
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer);
 SessionOptions session_options(const ModelOptions& options, const LoadedModel& loaded);
+// --kv-dtype parsed (f32 or f16; anything else raises ernie::Error); nullopt when not given.
+std::optional<DType> kv_cache_dtype(const ModelOptions& options);
 
 // "int8" / "q8_0" -> Q8_0, "int4" / "q4_0" -> Q4_0, "f32", "bf16", "f16"; raises ernie::Error on anything else.
 DType parse_weight_dtype(const std::string& name);

@@ -36,12 +36,14 @@ void serve(ServeOptions& o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   o.server.scheduler.context_length = o.model.context_length;
+  o.server.scheduler.kv_dtype = kv_cache_dtype(o.model);
   server::Server server(o.server);
   const int port = server.listen();
   std::fprintf(stderr, "ernie: listening on http://%s:%d (loading the model)\n", o.server.host.c_str(), port);
 
   LoadedModel loaded = load_model(o.model, /*with_tokenizer=*/true);
-  server.serve_model({.model = std::move(loaded.model),
+  server.serve_model({.pool = std::move(loaded.pool),
+                      .model = std::move(loaded.model),
                       .tokenizer = std::make_unique<Tokenizer>(std::move(*loaded.tokenizer)),
                       .defaults = loaded.defaults,
                       .id = model_id(o.model.dir)});

@@ -94,7 +94,9 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOp
   if (options_.prefill_chunk < 1) fail("prefill_chunk must be >= 1");
   // A slot's buffers serve prefill chunks and, for the lead slot, the whole decode batch.
   const SessionOptions session_options{.context_length = options_.context_length,
-                                       .max_batch_tokens = std::max(options_.prefill_chunk, options_.max_running)};
+                                       .max_batch_tokens = std::max(options_.prefill_chunk, options_.max_running),
+                                       .kv_dtype = options_.kv_dtype,
+                                       .pool = options_.pool};
   slots_.resize(options_.max_running);
   for (Slot& slot : slots_) slot.session = std::make_unique<Session>(model_, session_options);
   context_length_ = slots_[0].session->context_length();

@@ -66,6 +66,8 @@ struct SchedulerOptions {
   int max_waiting = 64;       // requests queued beyond the slots; try_submit() refuses more
   int context_length = 4096;  // per slot (capped at the model's max_position_embeddings)
   int prefill_chunk = 128;    // prompt tokens per model pass, and the most any step prefills
+  std::optional<DType> kv_dtype;  // KV-cache type of every slot; nullopt: the Session default
+  ThreadPool* pool = nullptr;     // runs each step's matmuls and attention; null: the scheduler thread alone
   // Called on the scheduler thread after every step (metrics). It must not call into the scheduler; while it runs
   // no step runs, which tests use to hold the scheduler at a known point.
   std::function<void(const StepStats&)> on_step;

@@ -191,6 +191,7 @@ void Server::serve_model(ServedModel served) {
   if (!served_.tokenizer->chat_template().empty())
     chat_template_ = ChatTemplate::parse(served_.tokenizer->chat_template());
   SchedulerOptions scheduler = options_.scheduler;
+  scheduler.pool = served_.pool.get();
   scheduler.on_step = [this, after = options_.scheduler.on_step](const StepStats& step) {
     metrics_.observe_step(step);
     if (after) after(step);

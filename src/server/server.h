@@ -54,6 +54,7 @@ struct ServerOptions {
 
 // What the server serves. The server owns it from serve_model() on.
 struct ServedModel {
+  std::unique_ptr<ThreadPool> pool;  // runs the forward passes; null: the scheduler thread alone
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationDefaults defaults;

@@ -56,8 +56,9 @@ class SchedulerTest : public ::testing::Test {
     o.sampling.seed = seed;
     return o;
   }
-  std::unique_ptr<Scheduler> make(int max_running, int max_waiting, int prefill_chunk = 8) {
+  std::unique_ptr<Scheduler> make(int max_running, int max_waiting, int prefill_chunk = 8, ThreadPool* pool = nullptr) {
     SchedulerOptions o;
+    o.pool = pool;
     o.max_running = max_running;
     o.max_waiting = max_waiting;
     o.context_length = 512;
@@ -70,7 +71,8 @@ class SchedulerTest : public ::testing::Test {
     return generate(session, *tokenizer_, prompt, o);
   }
 
-  StepGate gate_;  // declared first: outlives every scheduler a test makes
+  StepGate gate_;       // declared first: outlives every scheduler a test makes
+  ThreadPool pool_{2};  // as `ernie serve --threads 2` runs the steps
   std::unique_ptr<Model> model_;
   std::optional<Tokenizer> tokenizer_;
   std::vector<std::vector<int32_t>> prompts_;
@@ -114,8 +116,9 @@ TEST_F(SchedulerTest, BatchingNeverChangesTheOutput) {
   }
 
   // A fresh scheduler, idle, so that the gate closes between steps: held after the first request's first step,
-  // all eight are in before any is done.
-  scheduler = make(8, 8, /*prefill_chunk=*/32);
+  // all eight are in before any is done. It runs its steps on two threads, as the server does: neither the batch nor
+  // the threads may change a token.
+  scheduler = make(8, 8, /*prefill_chunk=*/32, &pool_);
   gate_.close();
   const int64_t before = gate_.steps();
   std::vector<std::unique_ptr<RequestHandle>> handles;

@@ -72,7 +72,8 @@ class TestServer {
 
   void serve_model() {
     const auto dir = fixture("tiny-ernie/model");
-    server->serve_model({.model = Model::load(dir),
+    server->serve_model({.pool = std::make_unique<ThreadPool>(2),
+                         .model = Model::load(dir),
                          .tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(dir)),
                          .defaults = GenerationDefaults::load(dir),
                          .id = "tiny-ernie"});
