@@ -19,7 +19,7 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-t,--threads", options.threads, "Threads (default: one per physical core)")
       ->check(CLI::PositiveNumber);
   command.add_option("--dtype", options.dtype,
-                     "Convert the weights at load: f32, bf16, f16, int8 (q8_0) or int4 (q4_0; embedding in q8_0)");
+                     "Convert the weights at load: f32, bf16, f16, int8 (q8_0) or int4 (q4_0)");
   command.add_option("--kv-dtype", options.kv_dtype, "KV-cache type: f32 or f16 (default: f32, f16 when quantized)");
 }
 
