@@ -47,7 +47,7 @@ int physical_core_count() {
   return logical > 0 ? static_cast<int>(logical) : 1;
 }
 
-ThreadPool::ThreadPool(int n_threads) {
+ThreadPool::ThreadPool(int n_threads) : claim_(kClosed) {
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
@@ -58,13 +58,20 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+// Takes tasks until none is left. A thread that arrives late (woken after the others finished, or descheduled on a
+// busy machine) finds nothing to claim and leaves; the job never waits for it.
 void ThreadPool::work_on_job() {
-  for (int task; (task = next_task_.fetch_add(1, std::memory_order_relaxed)) < job_tasks_;) {
+  for (uint64_t claim = claim_.load();;) {
+    const uint32_t task = static_cast<uint32_t>(claim);
+    if (task == kClosed || task >= static_cast<uint32_t>(job_tasks_.load())) return;
+    if (!claim_.compare_exchange_weak(claim, claim + 1)) continue;  // claim now holds the current value
     try {
-      job_fn_(job_ctx_, task);
+      job_fn_.load()(job_ctx_.load(), static_cast<int>(task));
     } catch (...) {
       if (!has_error_.exchange(true)) error_ = std::current_exception();
     }
+    tasks_left_.fetch_sub(1, std::memory_order_acq_rel);
+    claim = claim_.load();
   }
 }
 
@@ -88,7 +95,6 @@ void ThreadPool::worker_loop() {
     seen = now;
     if (stopping_.load()) return;
     work_on_job();
-    workers_done_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
@@ -98,25 +104,26 @@ void ThreadPool::run_job(int n_tasks, TaskFn fn, void* ctx) {
     for (int task = 0; task < n_tasks; ++task) fn(ctx, task);
     return;
   }
-  job_fn_ = fn;
-  job_ctx_ = ctx;
-  job_tasks_ = n_tasks;
+  job_fn_.store(fn);
+  job_ctx_.store(ctx);
+  job_tasks_.store(n_tasks);
   has_error_.store(false);
   error_ = nullptr;
-  next_task_.store(0, std::memory_order_relaxed);
-  workers_done_.store(0, std::memory_order_relaxed);
-  generation_.fetch_add(1);
+  tasks_left_.store(n_tasks);
+  const uint64_t job = generation_.load() + 1;
+  claim_.store(job << 32);
+  generation_.store(static_cast<uint32_t>(job));
   if (sleepers_.load() > 0) futex_wake_all(generation_);  // spinning workers need no system call
   work_on_job();
-  const int n_workers = static_cast<int>(workers_.size());
-  // Spin while the workers are likely running; yield if one was descheduled (a busy machine) so it can finish.
-  for (int spin = 0; workers_done_.load(std::memory_order_acquire) < n_workers; ++spin) {
+  // Only tasks a worker claimed and is still running are waited for; yield if that worker was descheduled.
+  for (int spin = 0; tasks_left_.load(std::memory_order_acquire) > 0; ++spin) {
     if (spin < 4000) {
       cpu_relax();
     } else {
       std::this_thread::yield();
     }
   }
+  claim_.store(kClosed);
   if (has_error_.load()) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 

@@ -36,15 +36,18 @@ class ThreadPool {
   using TaskFn = void (*)(void* ctx, int task);
   void run_job(int n_tasks, TaskFn fn, void* ctx);
   void work_on_job();
+  static constexpr uint32_t kClosed = 0xffffffffu;
   void worker_loop();
 
   std::vector<std::thread> workers_;
-  // The job being run: published by bumping generation_ after the fields are set.
-  TaskFn job_fn_ = nullptr;
-  void* job_ctx_ = nullptr;
-  int job_tasks_ = 0;
-  std::atomic<int> next_task_{0};
-  std::atomic<int> workers_done_{0};
+  // The job being run. Its fields are written while no task can be claimed; claim_ then opens it.
+  std::atomic<TaskFn> job_fn_{nullptr};
+  std::atomic<void*> job_ctx_{nullptr};
+  std::atomic<int> job_tasks_{0};
+  // (job number << 32) | next task to claim, or kClosed between jobs. The job number makes a claim that lost a race
+  // with the next job fail its compare-exchange, so a worker never runs a task against another job's fields.
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> tasks_left_{0};  // claimed-or-not tasks of the current job not yet finished
   std::atomic<uint32_t> generation_{0};
   std::atomic<int> sleepers_{0};  // workers blocked (or about to block) in the futex
   std::atomic<bool> stopping_{false};
