@@ -11,6 +11,7 @@ struct ModelBenchOptions {
   int gen = 128;
   int reps = 5;
   std::string json_path;
+  bool profile = false;  // also time each kind of operation in one prefill and one decode run
   bool worker = false;
   bool cold = false;
 };

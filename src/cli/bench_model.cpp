@@ -78,6 +78,30 @@ nlohmann::json to_json(const Stats& s) {
   return {{"median", s.median}, {"min", s.min}, {"max", s.max}};
 }
 
+nlohmann::json to_json(const ForwardProfile& p, double per) {
+  nlohmann::json ops = nlohmann::json::object();
+  for (int op = 0; op < ForwardProfile::kOpCount; ++op) ops[ForwardProfile::kNames[op]] = p.seconds[op] / per;
+  return ops;
+}
+
+// Time per kind of operation: one prefill of the longest prompt, then --gen decode steps after the first prompt.
+nlohmann::json profile(const ModelBenchOptions& o, Session& session, std::span<const int32_t> first_prompt, int vocab) {
+  const int longest = *std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end());
+  const auto ids = prompt_ids(longest, vocab);
+  ForwardProfile prefill, decode;
+  session.reset();
+  session.set_profile(&prefill);
+  session.forward(ids);
+  session.reset();
+  int32_t token = argmax(session.forward(first_prompt));
+  session.set_profile(&decode);
+  for (int i = 0; i < o.gen; ++i) token = argmax(session.forward(std::span<const int32_t>(&token, 1)));
+  session.set_profile(nullptr);
+  return {{"prefill_tokens", longest},
+          {"prefill_seconds", to_json(prefill, 1)},
+          {"decode_seconds_per_token", to_json(decode, o.gen)}};
+}
+
 // The measurements for one weight type, in this process; printed as one JSON object for the parent.
 nlohmann::json measure(const ModelBenchOptions& o, const std::string& dtype, bool cold) {
   if (cold) evict_from_page_cache(o.model.dir);
@@ -137,6 +161,7 @@ nlohmann::json measure(const ModelBenchOptions& o, const std::string& dtype, boo
                       {"weight_gb_per_second", decode.median * loaded.model->weight_bytes() / 1e9}};
   result["joules_per_token"] = joules ? nlohmann::json(*joules) : nlohmann::json("n/a");
   result["peak_rss_mib"] = peak_rss_kib() / 1024.0;
+  if (o.profile) result["profile"] = profile(o, session, first_prompt, vocab);
   return result;
 }
 
@@ -150,6 +175,7 @@ nlohmann::json run_worker(const ModelBenchOptions& o, const std::string& dtype, 
   if (o.model.threads > 0) command += " --threads " + std::to_string(o.model.threads);
   if (!o.model.kv_dtype.empty()) command += " --kv-dtype " + o.model.kv_dtype;
   if (!dtype.empty()) command += " --dtype " + dtype;
+  if (o.profile && !cold) command += " --profile";
   command += " 2>/dev/null";
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) fail("cannot start a benchmark process");
@@ -199,6 +225,29 @@ void print_table(const nlohmann::json& report) {
   }
 }
 
+// Per dtype: each op's share of one prefill and of a decoded token.
+void print_profiles(const nlohmann::json& report) {
+  for (const auto& r : report["results"]) {
+    if (!r.contains("profile")) continue;
+    const auto& p = r["profile"];
+    const auto total = [](const nlohmann::json& ops) {
+      double sum = 0;
+      for (const auto& [name, seconds] : ops.items()) sum += seconds.get<double>();
+      return sum;
+    };
+    const double prefill_total = total(p["prefill_seconds"]), decode_total = total(p["decode_seconds_per_token"]);
+    std::printf("\nprofile, %s: prefill of %d tokens %.1f ms, decode %.2f ms/token\n",
+                r["dtype"].get<std::string>().c_str(), p["prefill_tokens"].get<int>(), prefill_total * 1e3,
+                decode_total * 1e3);
+    std::printf("  %-20s %12s %6s %16s %6s\n", "op", "prefill ms", "%", "decode ms/token", "%");
+    for (const char* op : ForwardProfile::kNames) {
+      const double pre = p["prefill_seconds"][op].get<double>(), dec = p["decode_seconds_per_token"][op].get<double>();
+      std::printf("  %-20s %12.2f %5.1f%% %16.3f %5.1f%%\n", op, pre * 1e3, 100 * pre / prefill_total, dec * 1e3,
+                  100 * dec / decode_total);
+    }
+  }
+}
+
 }  // namespace
 
 void add_model_bench_options(CLI::App& command, ModelBenchOptions& o) {
@@ -214,6 +263,7 @@ void add_model_bench_options(CLI::App& command, ModelBenchOptions& o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   command.add_option("--json", o.json_path, "Also write the results as JSON to this file");
+  command.add_flag("--profile", o.profile, "Also time each kind of operation (matmuls, attention, ...) per pass");
   command.add_flag("--worker", o.worker, "(internal) measure one type in this process and print JSON");
   command.add_flag("--cold", o.cold, "(internal) with --worker: evict the checkpoint from the page cache first");
   command.get_option("--worker")->group("");
@@ -249,6 +299,7 @@ void run_model_bench(const ModelBenchOptions& o) {
     report["results"].push_back(warm);
   }
   print_table(report);
+  print_profiles(report);
   if (!o.json_path.empty()) {
     std::ofstream(o.json_path) << report.dump(2) << "\n";
   }

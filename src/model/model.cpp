@@ -232,14 +232,18 @@ void Session::run_rows(const int32_t* tokens, int n, std::span<const RowGroup> g
   const ModelWeights& w = model_.weights();
   const int hidden = config_.hidden_size;
 
+  if (profile_) last_lap_ = std::chrono::steady_clock::now();
   for (int t = 0; t < n; ++t) read_row(x_.data() + static_cast<size_t>(t) * hidden, w.embed_tokens, tokens[t]);
   observe(0, x_.data(), n);
+  lap(ForwardProfile::kEmbedding);
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
     attention_block(w.layers[l], l, n, groups);
     mlp_block(w.layers[l], n);
     observe(l + 1, x_.data(), n);
   }
   lm_head(n, groups, logits, all_rows);
+  lap(ForwardProfile::kLmHead);
+  if (profile_) ++profile_->passes;
   for (const RowGroup& g : groups) g.session->position_ += g.n_rows;
 }
 
@@ -277,6 +281,7 @@ void Session::attention_block(const LayerWeights& layer, int layer_index, int n,
                             {k_new_.data(), &layer.k_proj, bias(layer.k_bias)},
                             {v_new_.data(), &layer.v_proj, bias(layer.v_bias)}};
   matmul_parallel(*pool_, normalized_input(layer.input_norm, n), qkv);
+  lap(ForwardProfile::kNormQkv);
 
   // Rotate the new queries and keys by their positions; keys and values then go into their sessions' caches.
   for (const RowGroup& g : groups) {
@@ -290,18 +295,31 @@ void Session::attention_block(const LayerWeights& layer, int layer_index, int n,
       quantize_row(kv.dtype, v_new_.data() + row * kv_dim, kv.v_row(pos), kv_dim);
     }
   }
+  lap(ForwardProfile::kRopeKvStore);
   const AttentionShape shape{heads, config_.num_key_value_heads, config_.head_dim};
-  pool_->run(static_cast<int>(groups.size()) * heads, [&](int task) {
-    const RowGroup& g = groups[task / heads];
-    const int h = task % heads;
-    const size_t offset = static_cast<size_t>(g.first_row) * q_dim;
-    attention(attn_out_.data() + offset, q_.data() + offset, g.n_rows, g.first_pos, g.session->cache(layer_index),
-              shape, h, h + 1);
+  // Tasks of up to kAttentionRows queries of one group and every query head of one kv head: the kernel runs those
+  // heads side by side in SIMD lanes and reads (widens) each cached key and value once for all of them.
+  constexpr int kAttentionRows = 16;
+  const int kv_heads = config_.num_key_value_heads, heads_per_kv = heads / kv_heads;
+  const auto blocks_of = [](const RowGroup& g) { return (g.n_rows + kAttentionRows - 1) / kAttentionRows; };
+  int blocks = 0;
+  for (const RowGroup& g : groups) blocks += blocks_of(g);
+  pool_->run(blocks * kv_heads, [&](int task) {
+    int block = task / kv_heads;
+    const int kv = task % kv_heads;
+    const RowGroup* g = groups.data();
+    while (block >= blocks_of(*g)) block -= blocks_of(*g++);
+    const int row0 = block * kAttentionRows;
+    const size_t offset = static_cast<size_t>(g->first_row + row0) * q_dim;
+    attention(attn_out_.data() + offset, q_.data() + offset, std::min(kAttentionRows, g->n_rows - row0),
+              g->first_pos + row0, g->session->cache(layer_index), shape, kv * heads_per_kv, (kv + 1) * heads_per_kv);
   });
+  lap(ForwardProfile::kAttention);
 
   const MatmulTask o[] = {{proj_out_.data(), &layer.o_proj, bias(layer.o_bias)}};
   matmul_parallel(*pool_, prepare_input(attn_out_.data(), n, q_dim), o);
   add_inplace(x_.data(), proj_out_.data(), n * hidden);
+  lap(ForwardProfile::kOutput);
 }
 
 // x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x).
@@ -310,9 +328,11 @@ void Session::mlp_block(const LayerWeights& layer, int n) {
   const MatmulTask gate_up[] = {
       {act_.data(), &layer.gate_proj, bias(layer.gate_bias), &layer.up_proj, bias(layer.up_bias)}};
   matmul_parallel(*pool_, normalized_input(layer.post_attention_norm, n), gate_up);
+  lap(ForwardProfile::kNormGateUp);
   const MatmulTask down[] = {{proj_out_.data(), &layer.down_proj, bias(layer.down_bias)}};
   matmul_parallel(*pool_, prepare_input(act_.data(), n, config_.intermediate_size), down);
   add_inplace(x_.data(), proj_out_.data(), n * hidden);
+  lap(ForwardProfile::kDown);
 }
 
 // Only the rows whose logits are wanted go through the final norm and the LM head (the head is ~29 % of the 0.3B
@@ -335,6 +355,13 @@ void Session::lm_head(int n, std::span<const RowGroup> groups, float* logits, bo
   }
   const MatmulTask head[] = {{logits, &w.lm_head, nullptr}};
   matmul_parallel(*pool_, prepare_input(normed_.data(), rows, hidden), head);
+}
+
+void Session::lap(ForwardProfile::Op op) {
+  if (!profile_) return;
+  const auto now = std::chrono::steady_clock::now();
+  profile_->seconds[op] += std::chrono::duration<double>(now - last_lap_).count();
+  last_lap_ = now;
 }
 
 void Session::observe(int index, const float* rows, int n) const {

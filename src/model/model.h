@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <array>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -67,6 +69,18 @@ struct SessionOptions {
 // layer i-1, L+1 = after the final RMSNorm. `rows` is [n_tokens, hidden]. For tests and debugging.
 using LayerObserver = std::function<void(int index, std::span<const float> rows)>;
 
+// Wall time per kind of operation, summed over the forward passes of a Session it is attached to (ernie bench
+// --profile). Each op's time runs from the end of the previous one, so the kinds add up to the whole pass; the
+// residual additions count with the projection before them.
+struct ForwardProfile {
+  enum Op { kEmbedding, kNormQkv, kRopeKvStore, kAttention, kOutput, kNormGateUp, kDown, kLmHead, kOpCount };
+  static constexpr std::array<const char*, kOpCount> kNames = {
+      "embedding", "rmsnorm+qkv_proj", "rope+kv_store", "attention", "o_proj", "rmsnorm+gate_up", "down_proj",
+      "final_norm+lm_head"};
+  std::array<double, kOpCount> seconds{};
+  int passes = 0;
+};
+
 class Session {
  public:
   Session(const Model& model, const SessionOptions& options);
@@ -86,6 +100,8 @@ class Session {
   void truncate(int n);
   void reset() { position_ = 0; }
   void set_observer(LayerObserver observer) { observer_ = std::move(observer); }
+  // Adds every later pass's time per op to *profile (nullptr stops). Costs two clock reads per op.
+  void set_profile(ForwardProfile* profile) { profile_ = profile; }
 
   // Reserved bytes; the KV cache's pages become resident only as positions are filled.
   size_t kv_cache_bytes() const;
@@ -114,6 +130,7 @@ class Session {
   MatmulInput normalized_input(const Vector& norm_weight, int n);
   KvCacheView cache(int layer);
   void observe(int index, const float* rows, int n) const;
+  void lap(ForwardProfile::Op op);  // charges the time since the last lap to op, when profiling
 
   const Model& model_;
   const ModelConfig& config_;
@@ -123,6 +140,8 @@ class Session {
   DType kv_dtype_;
   RopeTable rope_;
   LayerObserver observer_;
+  ForwardProfile* profile_ = nullptr;
+  std::chrono::steady_clock::time_point last_lap_;
   std::unique_ptr<ThreadPool> own_pool_;  // single-threaded stand-in when no pool was given
   ThreadPool* pool_;
 
