@@ -83,5 +83,33 @@ TEST(Threads, CountNeverChangesLogits) {
   }
 }
 
+// A profile counts every pass (a 20-token prompt in chunks of 8 is three) and charges time to the ops that ran, and
+// profiling changes no logit.
+TEST(Profile, TimesEveryPassWithoutChangingIt) {
+  const auto model = Model::load(fixture("tiny-ernie-bias/model"));
+  std::vector<int32_t> prompt(20);
+  for (int i = 0; i < 20; ++i) prompt[i] = 100 + 37 * i;
+  Session plain(*model, SessionOptions{.context_length = 64, .max_batch_tokens = 8});
+  const auto expected = plain.forward(prompt);
+  const std::vector<float> expected_logits(expected.begin(), expected.end());
+
+  Session profiled(*model, SessionOptions{.context_length = 64, .max_batch_tokens = 8});
+  ForwardProfile profile;
+  profiled.set_profile(&profile);
+  const auto got = profiled.forward(prompt);
+  EXPECT_EQ(std::vector<float>(got.begin(), got.end()), expected_logits);
+  EXPECT_EQ(profile.passes, 3);
+  for (int op = 0; op < ForwardProfile::kOpCount; ++op) EXPECT_GE(profile.seconds[op], 0) << ForwardProfile::kNames[op];
+  EXPECT_GT(profile.seconds[ForwardProfile::kNormGateUp], 0);
+  EXPECT_GT(profile.seconds[ForwardProfile::kLmHead], 0);
+
+  const ForwardProfile before = profile;
+  profiled.set_profile(nullptr);
+  const int32_t next = 7;
+  profiled.forward(std::span(&next, 1));
+  EXPECT_EQ(profile.passes, before.passes);
+  EXPECT_EQ(profile.seconds, before.seconds);
+}
+
 }  // namespace
 }  // namespace ernie
