@@ -58,6 +58,11 @@ void register_bench(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->group("Server load test");
   cmd->add_option("--api-key", l.api_key, "Sent as 'Authorization: Bearer KEY'")->group("Server load test");
+  cmd->add_option("--ready-timeout", l.ready_timeout_seconds,
+                  "Seconds to wait for the server to accept connections and finish loading")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber)
+      ->group("Server load test");
   cmd->add_option("--model-name", l.model, "\"model\" field of the requests (default: none)")
       ->group("Server load test");
   cmd->callback([options] { bench(*options); });

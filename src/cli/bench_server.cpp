@@ -44,7 +44,9 @@ class LoadClient {
     const auto timeout = std::chrono::duration<double>(o.timeout_seconds);
     client_.set_connection_timeout(std::chrono::seconds(10));
     client_.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
-    client_.set_keep_alive(true);
+    // A connection per request, as independent clients make them; llama-server was seen to drop kept-alive
+    // connections between streamed responses, which would count as failures that no user sees.
+    client_.set_keep_alive(false);
   }
 
   Sample send(int request_index) {
@@ -102,6 +104,11 @@ class LoadClient {
       s.error = "HTTP " + std::to_string(status) + ": " + error_body.substr(0, 200);
     }
     if (s.tokens == 0) s.tokens = output_chunks;  // a server that sends no usage: count the chunks
+    // Every request must do the same work for the rates to compare across servers (one that ignores ignore_eos and
+    // stops early would look fast).
+    if (s.error.empty() && s.tokens != options_.gen) {
+      s.error = "generated " + std::to_string(s.tokens) + " tokens, not --gen " + std::to_string(options_.gen);
+    }
     s.ok = s.error.empty();
     return s;
   }
@@ -111,15 +118,19 @@ class LoadClient {
   httplib::Client client_;
 };
 
-// A server that has just been started may still be loading: /health answers 503 until it is ready (ernie serve and
-// llama-server alike). Waits up to a minute; a server without /health is taken as ready.
+// A server that has just been started may still be refusing connections or loading: /health answers 503 until it is
+// ready (ernie serve and llama-server alike). A server without /health is taken as ready once it answers at all.
 void wait_until_ready(const LoadTestOptions& o) {
   httplib::Client client(o.url);
   client.set_connection_timeout(std::chrono::seconds(5));
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (Clock::now() < deadline) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(o.ready_timeout_seconds);
+  for (;;) {
     const auto result = client.Get("/health");
-    if (!result || result->status != 503) return;
+    if (result && result->status != 503) return;
+    if (Clock::now() >= deadline) {
+      fail("the server at ", o.url, " was not ready within --ready-timeout ", o.ready_timeout_seconds, " s (",
+           result ? "it answers 503, still loading" : "connection: " + httplib::to_string(result.error()), ")");
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
 }

@@ -19,7 +19,8 @@ struct LoadTestOptions {
   int gen = 128;         // tokens generated per request
   std::string api_key;
   std::string model;             // "model" field; empty leaves it out
-  double timeout_seconds = 600;  // per request
+  double timeout_seconds = 600;       // per request
+  double ready_timeout_seconds = 60;  // for the server to accept connections and finish loading
 };
 
 struct Percentiles {

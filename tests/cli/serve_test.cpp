@@ -141,9 +141,10 @@ TEST(Serve, BenchWithoutServerIsAUsageError) {
 }
 
 TEST(Serve, BenchAgainstNoServerFailsClearly) {
-  const Finished r = run("bench --server http://127.0.0.1:1 --concurrency 1 --requests 1 --gen 1 --prompt-len 1");
+  const Finished r = run(
+      "bench --server http://127.0.0.1:1 --concurrency 1 --requests 1 --gen 1 --prompt-len 1 --ready-timeout 0.5");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.out.find("warm-up request"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("was not ready within --ready-timeout 0.5 s (connection"), std::string::npos) << r.out;
 }
 
 TEST(Serve, AnUnusablePortIsAClearError) {
