@@ -11,7 +11,7 @@ namespace ernie::cli {
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-m,--model", options.dir,
-                     "Hugging Face checkpoint directory (config.json, model.safetensors, ...); "
+                     "Hugging Face checkpoint directory (config.json, model.safetensors, ...) or GGUF file; "
                      "default: the built-in demo model");
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
@@ -52,6 +52,16 @@ std::filesystem::path checkpoint_dir(const std::string& model_flag) {
   }
   std::fprintf(stderr, "ernie: using the built-in demo model; pass --model DIR for ERNIE-4.5-0.3B\n");
   return demo;
+}
+
+bool has_tokenizer(const std::filesystem::path& checkpoint) {
+  return is_gguf_file(checkpoint) ? GgufFile::open(checkpoint).find("tokenizer.ggml.tokens") != nullptr
+                                  : std::filesystem::exists(checkpoint / "tokenizer.model");
+}
+
+bool has_random_weights(const std::filesystem::path& checkpoint) {
+  return is_gguf_file(checkpoint) ? GgufFile::open(checkpoint).get_bool("ernie.random_weights").value_or(false)
+                                  : std::filesystem::exists(checkpoint / "RANDOM_WEIGHTS");
 }
 
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
