@@ -71,8 +71,8 @@ void Model::bind_gguf_tensors(DType widen_to, ThreadPool* pool) {
   }
   if (to_widen.empty()) return;
 
-  widened_.reset(new uint8_t[widened_bytes + kAlignment]);
-  uint8_t* next = widened_.get();
+  widened_ = LargeBuffer::allocate(widened_bytes + kAlignment);
+  uint8_t* next = widened_.data();
   for (Widen& w : to_widen) {
     next += (kAlignment - reinterpret_cast<uintptr_t>(next) % kAlignment) % kAlignment;
     w.to->data = next;
@@ -135,8 +135,8 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
     total += converted_bytes(target, m) + kAlignment;
   });
   if (jobs.empty()) return;
-  converted_.reset(new uint8_t[total + kAlignment]);
-  uint8_t* next = converted_.get();
+  converted_ = LargeBuffer::allocate(total + kAlignment);
+  uint8_t* next = converted_.data();
   for (Job& job : jobs) {
     next += (kAlignment - reinterpret_cast<uintptr_t>(next) % kAlignment) % kAlignment;
     job.out = next;
@@ -162,18 +162,18 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
     std::vector<float> row(m.cols);
     const size_t out_row_bytes = dtype_row_bytes(job.to, m.cols);
     const bool pack = uses_quantized_input(job.to);
-    std::vector<uint8_t> plain(pack ? out_row_bytes * (r1 - r0) : 0);
-    for (int r = r0; r < r1; ++r) {
-      uint8_t* out = pack ? plain.data() + (r - r0) * out_row_bytes : job.out + r * out_row_bytes;
-      if (m.dtype == job.to) {  // already this type (a GGUF Q8_0 file asked for int8): only the layout changes
-        std::memcpy(out, m.row(r), out_row_bytes);
-        continue;
-      }
+    // Rows already of the target type (a GGUF Q8_0 file asked for int8) are packed straight from the map; others are
+    // converted into a buffer first (uninitialised: every byte is written, and zeroing it cost as much as the packing).
+    const bool same_type = m.dtype == job.to;
+    std::unique_ptr<uint8_t[]> plain(pack && !same_type ? new uint8_t[out_row_bytes * (r1 - r0)] : nullptr);
+    for (int r = r0; r < r1 && !same_type; ++r) {
       dequantize_row(m.dtype, m.row(r), row.data(), m.cols);
-      quantize_row(job.to, row.data(), out, m.cols);
+      quantize_row(job.to, row.data(), pack ? plain.get() + (r - r0) * out_row_bytes : job.out + r * out_row_bytes,
+                   m.cols);
     }
+    const uint8_t* rows = same_type ? m.row(r0) : plain.get();
     for (int g = r0; pack && g < r1; g += kPackedRows) {
-      pack_weight_group(job.to, m.cols, plain.data() + (g - r0) * out_row_bytes, std::min(kPackedRows, r1 - g),
+      pack_weight_group(job.to, m.cols, rows + (g - r0) * out_row_bytes, std::min(kPackedRows, r1 - g),
                         job.out + g * out_row_bytes);
     }
     // Converted rows leave resident memory at once, so the peak stays near the converted size.

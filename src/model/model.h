@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/large_buffer.h"
 #include "core/thread_pool.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -60,9 +61,9 @@ class Model {
   std::optional<SafetensorsArchive> safetensors_;
   std::unique_ptr<GgufFile> gguf_;
   CheckpointTensors tensors_;
-  std::unique_ptr<uint8_t[]> widened_;  // GGUF block types DType lacks, stored again at load
+  LargeBuffer widened_;  // GGUF block types DType lacks, stored again at load
   ModelWeights weights_;
-  std::unique_ptr<uint8_t[]> converted_;  // matrices converted at load, when LoadOptions::dtype asks
+  LargeBuffer converted_;  // matrices converted at load, when LoadOptions::dtype asks
 };
 
 struct SessionOptions {
