@@ -6,6 +6,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/gguf_ernie.h"
+#include "tokenizer/spm_vocabulary.h"
 
 namespace ernie::cli {
 
@@ -72,8 +74,13 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   LoadOptions load_options{.pool = loaded.pool.get()};
   if (!options.dtype.empty()) load_options.dtype = parse_weight_dtype(options.dtype);
   loaded.model = Model::load(dir, load_options);
-  loaded.defaults = GenerationDefaults::load(dir);
-  if (with_tokenizer) loaded.tokenizer = Tokenizer::load(dir);
+  if (const GgufFile* gguf = loaded.model->gguf()) {  // one parse of the file serves all three
+    loaded.defaults = generation_defaults_from_gguf(*gguf);
+    if (with_tokenizer) loaded.tokenizer = Tokenizer::from_vocabulary(read_gguf_vocabulary(*gguf), dir.string());
+  } else {
+    loaded.defaults = GenerationDefaults::load(dir);
+    if (with_tokenizer) loaded.tokenizer = Tokenizer::load(dir);
+  }
   loaded.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads\n",
                dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),

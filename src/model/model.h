@@ -43,6 +43,9 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   // Every tensor of the checkpoint as stored (plain layout), under its Hugging Face name.
   const CheckpointTensors& tensors() const { return tensors_; }
+  // The parsed GGUF file the model was loaded from (its metadata holds the tokenizer and sampling defaults too), or
+  // null for a Hugging Face directory.
+  const GgufFile* gguf() const { return gguf_.get(); }
   const std::filesystem::path& path() const { return path_; }  // the directory or GGUF file loaded
 
   int64_t parameter_count() const;     // tied embedding counted once
