@@ -74,7 +74,6 @@ class GgufFile {
   const std::filesystem::path& path() const { return file_->path(); }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
-  size_t file_bytes() const { return file_->bytes().size(); }
 
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
   const GgufValue* find(const std::string& key) const;

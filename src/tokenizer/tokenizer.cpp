@@ -345,10 +345,11 @@ SpmVocabulary Tokenizer::vocabulary() const {
   // piece keeps its type, which sentencepiece needs.
   for (const auto& [content, token] : added_) {
     const auto id = static_cast<size_t>(token.id);
-    if (id >= v.tokens.size()) {
-      v.tokens.resize(id + 1, "");
-      v.scores.resize(id + 1, 0.0f);
-      v.types.resize(id + 1, PieceType::kUnused);
+    // An added id past the pieces leaves a gap: unused entries named as converters name their padding.
+    while (v.tokens.size() <= id) {
+      v.tokens.push_back("[PAD" + std::to_string(v.tokens.size()) + "]");
+      v.scores.push_back(0.0f);
+      v.types.push_back(PieceType::kUnused);
     }
     v.tokens[id] = content;
     if (v.types[id] != PieceType::kUnknown) {
