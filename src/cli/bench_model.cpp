@@ -289,7 +289,7 @@ void run_model_bench(const ModelBenchOptions& o) {
   }
 
   nlohmann::json report = {{"model", o.model.dir}, {"reps", o.reps}, {"context", o.model.context_length}};
-  report["random_weights"] = std::filesystem::exists(std::filesystem::path(o.model.dir) / "RANDOM_WEIGHTS");
+  report["random_weights"] = has_random_weights(o.model.dir);
   report["results"] = nlohmann::json::array();
   for (const auto& d : dtypes) {
     std::fprintf(stderr, "ernie bench: %s ...\n", d.empty() ? "stored type" : d.c_str());

@@ -6,12 +6,14 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/gguf_ernie.h"
+#include "tokenizer/spm_vocabulary.h"
 
 namespace ernie::cli {
 
 void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-m,--model", options.dir,
-                     "Hugging Face checkpoint directory (config.json, model.safetensors, ...); "
+                     "Hugging Face checkpoint directory (config.json, model.safetensors, ...) or GGUF file; "
                      "default: the built-in demo model");
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
@@ -57,6 +59,16 @@ std::filesystem::path checkpoint_dir(const std::string& model_flag) {
   return demo;
 }
 
+bool has_tokenizer(const std::filesystem::path& checkpoint) {
+  return is_gguf_file(checkpoint) ? GgufFile::open(checkpoint).find("tokenizer.ggml.tokens") != nullptr
+                                  : std::filesystem::exists(checkpoint / "tokenizer.model");
+}
+
+bool has_random_weights(const std::filesystem::path& checkpoint) {
+  return is_gguf_file(checkpoint) ? GgufFile::open(checkpoint).get_bool("ernie.random_weights").value_or(false)
+                                  : std::filesystem::exists(checkpoint / "RANDOM_WEIGHTS");
+}
+
 LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   const auto start = std::chrono::steady_clock::now();
   const std::filesystem::path dir = checkpoint_dir(options.dir);
@@ -65,8 +77,13 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   LoadOptions load_options{.pool = loaded.pool.get()};
   if (!options.dtype.empty()) load_options.dtype = parse_weight_dtype(options.dtype);
   loaded.model = Model::load(dir, load_options);
-  loaded.defaults = GenerationDefaults::load(dir);
-  if (with_tokenizer) loaded.tokenizer = Tokenizer::load(dir);
+  if (const GgufFile* gguf = loaded.model->gguf()) {  // one parse of the file serves all three
+    loaded.defaults = generation_defaults_from_gguf(*gguf);
+    if (with_tokenizer) loaded.tokenizer = Tokenizer::from_vocabulary(read_gguf_vocabulary(*gguf), dir.string());
+  } else {
+    loaded.defaults = GenerationDefaults::load(dir);
+    if (with_tokenizer) loaded.tokenizer = Tokenizer::load(dir);
+  }
   loaded.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads\n",
                dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),

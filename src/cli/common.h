@@ -28,10 +28,17 @@ struct ModelOptions {
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
 
-// The checkpoint directory to read: `model_flag` (--model) when given, else the demo model that ships in the
+// The checkpoint (directory or GGUF file) to read: `model_flag` (--model) when given, else the demo model that ships in the
 // repository (models/demo, located by the path CMake compiles in), announced in one stderr line. A missing demo
 // folder raises ernie::Error.
 std::filesystem::path checkpoint_dir(const std::string& model_flag);
+
+// Whether the checkpoint carries a tokenizer: tokenizer.model in a directory, tokenizer.ggml.tokens in a GGUF file.
+bool has_tokenizer(const std::filesystem::path& checkpoint);
+
+// Whether the weights came from `ernie make-random`: its RANDOM_WEIGHTS marker in a directory, the
+// ernie.random_weights flag that `ernie quantize` carries over into a GGUF file.
+bool has_random_weights(const std::filesystem::path& checkpoint);
 
 struct LoadedModel {
   std::unique_ptr<ThreadPool> pool;  // shared by loading and every session
@@ -85,5 +92,6 @@ void register_make_random(CLI::App& app);
 void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_accuracy(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace ernie::cli

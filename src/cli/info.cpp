@@ -14,7 +14,7 @@ double mib(double bytes) {
 void info(ModelOptions o) {
   o.dir = checkpoint_dir(o.dir).string();
   LoadedModel loaded =
-      load_model(o, /*with_tokenizer=*/std::filesystem::exists(std::filesystem::path(o.dir) / "tokenizer.model"));
+      load_model(o, /*with_tokenizer=*/has_tokenizer(o.dir));
   const Model& model = *loaded.model;
   const ModelConfig& c = model.config();
   const Session session(model, session_options(o, loaded));

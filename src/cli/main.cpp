@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   ernie::cli::register_serve(app);
   ernie::cli::register_bench(app);
   ernie::cli::register_accuracy(app);
+  ernie::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,7 +19,8 @@ void register_tokenize(CLI::App& app) {
   auto options = std::make_shared<TokenizeOptions>();
   // Tokenizing needs only the tokenizer files, so these commands do not load or check the weights.
   CLI::App* tokenize = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
-  tokenize->add_option("-m,--model", options->dir, "Checkpoint directory (default: the built-in demo model)");
+  tokenize->add_option("-m,--model", options->dir,
+                       "Checkpoint directory or GGUF file (default: the built-in demo model)");
   tokenize->add_option("-t,--text", options->text, "Text to tokenize")->required();
   tokenize->callback([options] {
     const Tokenizer tokenizer = Tokenizer::load(checkpoint_dir(options->dir));
@@ -27,7 +28,8 @@ void register_tokenize(CLI::App& app) {
   });
 
   CLI::App* detokenize = app.add_subcommand("detokenize", "Print the text of token ids");
-  detokenize->add_option("-m,--model", options->dir, "Checkpoint directory (default: the built-in demo model)");
+  detokenize->add_option("-m,--model", options->dir,
+                         "Checkpoint directory or GGUF file (default: the built-in demo model)");
   detokenize->add_option("--ids", options->ids, "Token ids, e.g. 1,5,9")->required();
   detokenize->add_flag("--skip-special", options->skip_special, "Leave out special tokens");
   detokenize->callback([options] {

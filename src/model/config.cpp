@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/gguf.h"
+#include "model/gguf_ernie.h"
 
 namespace ernie {
 namespace {
@@ -148,16 +150,21 @@ ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
     }
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
-  if (c.head_dim <= 0 || c.head_dim % 2 != 0) fail(path.string(), ": head_dim must be positive and even (RoPE pairs)");
-  if (c.num_attention_heads % c.num_key_value_heads != 0) {
-    fail(path.string(), ": num_attention_heads (", c.num_attention_heads,
-         ") is not a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
-  }
-  if (!(c.rms_norm_eps > 0) || !(c.rope_theta > 0)) fail(path.string(), ": rms_norm_eps and rope_theta must be > 0");
+  c.validate(path.string());
   return c;
 }
 
+void ModelConfig::validate(const std::string& source) const {
+  if (head_dim <= 0 || head_dim % 2 != 0) fail(source, ": head_dim must be positive and even (RoPE pairs)");
+  if (num_attention_heads % num_key_value_heads != 0) {
+    fail(source, ": num_attention_heads (", num_attention_heads, ") is not a multiple of num_key_value_heads (",
+         num_key_value_heads, ")");
+  }
+  if (!(rms_norm_eps > 0) || !(rope_theta > 0)) fail(source, ": rms_norm_eps and rope_theta must be > 0");
+}
+
 GenerationDefaults GenerationDefaults::load(const std::filesystem::path& dir) {
+  if (is_gguf_file(dir)) return generation_defaults_from_gguf(GgufFile::open(dir));
   GenerationDefaults g;
   const auto path = dir / "generation_config.json";
   if (!std::filesystem::exists(path)) return g;

@@ -33,6 +33,9 @@ struct ModelConfig {
   // Reads `dir`/config.json. Unknown model_type/architectures, missing or mistyped fields, and inconsistent
   // values (e.g. heads not a multiple of kv heads, odd head_dim) raise ernie::Error naming config.json and the key.
   static ModelConfig load(const std::filesystem::path& dir);
+  // The consistency checks load() makes once the fields are read (head_dim even, heads a multiple of kv heads,
+  // positive epsilon and theta), for configs read from elsewhere; errors name `source`.
+  void validate(const std::string& source) const;
 };
 
 // Sampling defaults a checkpoint ships in generation_config.json; absent fields stay unset so that the caller's
@@ -46,7 +49,8 @@ struct GenerationDefaults {
   std::optional<int> max_new_tokens;
   std::vector<int32_t> eos_token_ids;
 
-  // A missing file gives empty defaults; a malformed one raises ernie::Error.
+  // A missing file gives empty defaults; a malformed one raises ernie::Error. A GGUF file gives its
+  // ernie.generation.* metadata (model/gguf_ernie.h).
   static GenerationDefaults load(const std::filesystem::path& dir);
 };
 

@@ -1,10 +1,13 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "core/error.h"
+#include "model/gguf_ernie.h"
 #include "kernels/attention.h"
+#include "kernels/ggml_blocks.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
@@ -12,19 +15,89 @@ namespace ernie {
 
 // ---- Model -------------------------------------------------------------------------------------------------------
 
-Model::Model(std::filesystem::path dir, ModelConfig config, SafetensorsArchive archive)
-    : dir_(std::move(dir)),
-      config_(std::move(config)),
-      archive_(std::move(archive)),
-      weights_(bind_weights(config_, archive_)) {}
-
-std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LoadOptions& options) {
-  if (!std::filesystem::is_directory(dir)) fail(dir.string(), ": not a checkpoint directory");
-  ModelConfig config = ModelConfig::load(dir);
-  SafetensorsArchive archive = SafetensorsArchive::open(dir);
-  std::unique_ptr<Model> model(new Model(dir, std::move(config), std::move(archive)));
+std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const LoadOptions& options) {
+  std::unique_ptr<Model> model;
+  if (is_gguf_file(path)) {
+    auto gguf = std::make_unique<GgufFile>(GgufFile::open(path));
+    model.reset(new Model(path, config_from_gguf(*gguf)));
+    model->gguf_ = std::move(gguf);
+    model->bind_gguf_tensors(options.dtype.value_or(DType::Q8_0), options.pool);
+  } else {
+    if (!std::filesystem::is_directory(path)) fail(path.string(), ": neither a checkpoint directory nor a GGUF file");
+    model.reset(new Model(path, ModelConfig::load(path)));
+    model->safetensors_ = SafetensorsArchive::open(path);
+    model->tensors_ = CheckpointTensors::from(*model->safetensors_);
+  }
+  model->weights_ = bind_weights(model->config_, model->tensors_);
   if (options.dtype) model->convert_weights(*options.dtype, options.pool);
   return model;
+}
+
+namespace {
+
+// Converted matrices start on cache lines (the packed kernels' loads are then aligned).
+constexpr size_t kAlignment = 64;
+
+}  // namespace
+
+void Model::bind_gguf_tensors(DType widen_to, ThreadPool* pool) {
+  const GgufFile& file = *gguf_;
+  // GGUF names back to Hugging Face ones, for the tensors the config expects; any other name is kept, so that the
+  // binder reports it as unexpected.
+  std::map<std::string, std::string> hf_name_of;
+  for (const TensorSpec& spec : expected_tensors(config_)) hf_name_of[gguf_tensor_name(spec.name)] = spec.name;
+  tensors_.source = file.path().string();
+  tensors_.rename = gguf_tensor_name;
+
+  struct Widen {
+    const GgufTensor* from;
+    TensorView* to;
+  };
+  std::vector<Widen> to_widen;
+  size_t widened_bytes = 0;
+  for (const GgufTensor& t : file.tensors()) {
+    const auto it = hf_name_of.find(t.name);
+    const std::string key = it == hf_name_of.end() ? t.name : it->second;
+    const auto stored = dtype_of(t.type);
+    TensorView view{t.name, stored.value_or(widen_to), t.shape(), t.data, t.nbytes, &file.path()};
+    if (!stored) {
+      // A matrix row is whole blocks of its GGUF type, which are multiples of 32: whole blocks of any DType too.
+      view.data = nullptr;
+      view.nbytes = dtype_row_bytes(widen_to, t.element_count());
+      widened_bytes += view.nbytes + kAlignment;
+    }
+    TensorView& placed = tensors_.by_name.insert_or_assign(key, std::move(view)).first->second;
+    if (!stored) to_widen.push_back({&t, &placed});
+  }
+  if (to_widen.empty()) return;
+
+  widened_ = LargeBuffer::allocate(widened_bytes + kAlignment);
+  uint8_t* next = widened_.data();
+  for (Widen& w : to_widen) {
+    next += (kAlignment - reinterpret_cast<uintptr_t>(next) % kAlignment) % kAlignment;
+    w.to->data = next;
+    next += w.to->nbytes;
+  }
+  // One task per tensor row block: widen each row to float32, store it as widen_to.
+  constexpr int64_t kRowsPerTask = 256;
+  std::vector<std::pair<size_t, int64_t>> tasks;  // (tensor, first row)
+  for (size_t i = 0; i < to_widen.size(); ++i) {
+    const int64_t rows = to_widen[i].from->element_count() / to_widen[i].from->ne[0];
+    for (int64_t r = 0; r < rows; r += kRowsPerTask) tasks.emplace_back(i, r);
+  }
+  ThreadPool inline_pool(1);
+  ThreadPool& p = pool ? *pool : inline_pool;
+  p.run(static_cast<int>(tasks.size()), [&](int task) {
+    const auto [i, r0] = tasks[task];
+    const GgufTensor& from = *to_widen[i].from;
+    const int64_t cols = from.ne[0], rows = from.element_count() / cols;
+    const size_t in_row = from.nbytes / rows, out_row = dtype_row_bytes(widen_to, cols);
+    std::vector<float> row(cols);
+    for (int64_t r = r0; r < std::min(rows, r0 + kRowsPerTask); ++r) {
+      dequantize_ggml_row(from.type, from.data + r * in_row, row.data(), cols);
+      quantize_row(widen_to, row.data(), const_cast<uint8_t*>(to_widen[i].to->data) + r * out_row, cols);
+    }
+  });
 }
 
 namespace {
@@ -38,9 +111,6 @@ void for_each_matrix(ModelWeights& w, bool tied, Fn&& fn) {
     for (WeightMatrix* m : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) fn(*m);
   }
 }
-
-// Converted matrices start on cache lines (the packed kernels' loads are then aligned).
-constexpr size_t kAlignment = 64;
 
 // Bytes of m converted to dtype: integer types are stored packed.
 size_t converted_bytes(DType dtype, const WeightMatrix& m) {
@@ -58,15 +128,15 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
   std::vector<Job> jobs;
   size_t total = 0;
   for_each_matrix(weights_, config_.tie_word_embeddings, [&](WeightMatrix& m) {
-    if (m.dtype == target) return;
+    if (m.dtype == target && m.packed == uses_quantized_input(target)) return;
     if (m.cols % dtype_block_elements(target) != 0)
       fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(target));
     jobs.push_back({&m, target, nullptr});
     total += converted_bytes(target, m) + kAlignment;
   });
   if (jobs.empty()) return;
-  converted_.reset(new uint8_t[total + kAlignment]);
-  uint8_t* next = converted_.get();
+  converted_ = LargeBuffer::allocate(total + kAlignment);
+  uint8_t* next = converted_.data();
   for (Job& job : jobs) {
     next += (kAlignment - reinterpret_cast<uintptr_t>(next) % kAlignment) % kAlignment;
     job.out = next;
@@ -92,14 +162,18 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
     std::vector<float> row(m.cols);
     const size_t out_row_bytes = dtype_row_bytes(job.to, m.cols);
     const bool pack = uses_quantized_input(job.to);
-    std::vector<uint8_t> plain(pack ? out_row_bytes * (r1 - r0) : 0);
-    for (int r = r0; r < r1; ++r) {
+    // Rows already of the target type (a GGUF Q8_0 file asked for int8) are packed straight from the map; others are
+    // converted into a buffer first (uninitialised: every byte is written, and zeroing it cost as much as the packing).
+    const bool same_type = m.dtype == job.to;
+    std::unique_ptr<uint8_t[]> plain(pack && !same_type ? new uint8_t[out_row_bytes * (r1 - r0)] : nullptr);
+    for (int r = r0; r < r1 && !same_type; ++r) {
       dequantize_row(m.dtype, m.row(r), row.data(), m.cols);
-      quantize_row(job.to, row.data(), pack ? plain.data() + (r - r0) * out_row_bytes : job.out + r * out_row_bytes,
+      quantize_row(job.to, row.data(), pack ? plain.get() + (r - r0) * out_row_bytes : job.out + r * out_row_bytes,
                    m.cols);
     }
+    const uint8_t* rows = same_type ? m.row(r0) : plain.get();
     for (int g = r0; pack && g < r1; g += kPackedRows) {
-      pack_weight_group(job.to, m.cols, plain.data() + (g - r0) * out_row_bytes, std::min(kPackedRows, r1 - g),
+      pack_weight_group(job.to, m.cols, rows + (g - r0) * out_row_bytes, std::min(kPackedRows, r1 - g),
                         job.out + g * out_row_bytes);
     }
     // Converted rows leave resident memory at once, so the peak stays near the converted size.
@@ -113,7 +187,7 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
 
 int64_t Model::parameter_count() const {
   int64_t n = 0;
-  for (const auto& [name, t] : archive_.tensors()) n += t.element_count();
+  for (const auto& [name, t] : tensors_.by_name) n += t.element_count();
   return n;
 }
 

@@ -13,7 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "core/large_buffer.h"
 #include "core/thread_pool.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
@@ -33,13 +35,20 @@ struct LoadOptions {
 
 class Model {
  public:
-  // Reads config.json, maps the safetensors file(s) and checks every tensor against the config before returning.
-  // Any problem raises ernie::Error naming the file (and tensor).
-  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LoadOptions& options = {});
+  // `path` is a Hugging Face checkpoint directory (config.json + safetensors) or a GGUF file (is_gguf_file decides).
+  // Maps the weights and checks every tensor against the config before returning. Weights of the types DType holds
+  // are used in place from the map; a GGUF file's other block types (K-quants, ...) are dequantized at load to
+  // options.dtype, else Q8_0. Any problem raises ernie::Error naming the file (and tensor).
+  static std::unique_ptr<Model> load(const std::filesystem::path& path, const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
-  const std::filesystem::path& dir() const { return dir_; }
+  // Every tensor of the checkpoint as stored (plain layout), under its Hugging Face name.
+  const CheckpointTensors& tensors() const { return tensors_; }
+  // The parsed GGUF file the model was loaded from (its metadata holds the tokenizer and sampling defaults too), or
+  // null for a Hugging Face directory.
+  const GgufFile* gguf() const { return gguf_.get(); }
+  const std::filesystem::path& path() const { return path_; }  // the directory or GGUF file loaded
 
   int64_t parameter_count() const;     // tied embedding counted once
   size_t weight_bytes() const;         // bytes of the weights as used (after any conversion)
@@ -47,14 +56,19 @@ class Model {
   bool has_quantized_weights() const;  // any Q8_0/Q4_0 matrix: matmul inputs must be quantized
 
  private:
-  Model(std::filesystem::path dir, ModelConfig config, SafetensorsArchive archive);
+  Model(std::filesystem::path path, ModelConfig config) : path_(std::move(path)), config_(std::move(config)) {}
+  void bind_gguf_tensors(DType widen_to, ThreadPool* pool);
   void convert_weights(DType target, ThreadPool* pool);
 
-  std::filesystem::path dir_;
+  std::filesystem::path path_;
   ModelConfig config_;
-  SafetensorsArchive archive_;  // owns the mappings the weight views point into
+  // Own the mappings the weight views point into (one of the two).
+  std::optional<SafetensorsArchive> safetensors_;
+  std::unique_ptr<GgufFile> gguf_;
+  CheckpointTensors tensors_;
+  LargeBuffer widened_;  // GGUF block types DType lacks, stored again at load
   ModelWeights weights_;
-  std::unique_ptr<uint8_t[]> converted_;  // matrices converted at load, when LoadOptions::dtype asks
+  LargeBuffer converted_;  // matrices converted at load, when LoadOptions::dtype asks
 };
 
 struct SessionOptions {

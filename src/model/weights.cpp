@@ -38,12 +38,18 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 class Binder {
  public:
-  explicit Binder(const SafetensorsArchive& archive) : archive_(archive) {}
+  explicit Binder(const CheckpointTensors& tensors) : tensors_(tensors) {}
 
   const TensorView& get(const std::string& name) const {
-    const TensorView* t = archive_.find(name);
-    if (!t) fail(describe_files(), ": missing tensor ", name);
-    return *t;
+    const auto it = tensors_.by_name.find(name);
+    if (it == tensors_.by_name.end()) fail(tensors_.source, ": missing tensor ", describe(name));
+    return it->second;
+  }
+  // The checkpoint's own name of a tensor too, when it differs (GGUF's "blk.0.attn_q.weight").
+  std::string describe(const std::string& name) const {
+    const auto it = tensors_.by_name.find(name);
+    const std::string stored = it != tensors_.by_name.end() ? it->second.name : tensors_.stored_name(name);
+    return stored == name ? name : stored + " (" + name + ")";
   }
   WeightMatrix matrix(const std::string& name) const {
     const TensorView& t = get(name);
@@ -55,15 +61,9 @@ class Binder {
     read_row(out.data(), WeightMatrix{t.dtype, t.data, 1, static_cast<int>(t.shape[0])}, 0);
     return out;
   }
-  std::string describe_files() const {
-    const auto files = archive_.files();
-    if (files.size() == 1) return files[0].string();
-    return files.empty() ? "checkpoint"
-                         : files[0].parent_path().string() + " (" + std::to_string(files.size()) + " shards)";
-  }
 
  private:
-  const SafetensorsArchive& archive_;
+  const CheckpointTensors& tensors_;
 };
 
 }  // namespace
@@ -86,20 +86,33 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c) {
   return specs;
 }
 
-ModelWeights bind_weights(const ModelConfig& c, const SafetensorsArchive& archive) {
-  const Binder b(archive);
+CheckpointTensors CheckpointTensors::from(const SafetensorsArchive& archive) {
+  CheckpointTensors tensors{archive.tensors(), {}, nullptr};
+  const auto files = archive.files();
+  tensors.source = files.size() == 1 ? files[0].string()
+                   : files.empty()   ? "checkpoint"
+                                     : files[0].parent_path().string() + " (" + std::to_string(files.size()) + " shards)";
+  return tensors;
+}
+
+std::string CheckpointTensors::stored_name(const std::string& name) const {
+  return rename ? rename(name) : name;
+}
+
+ModelWeights bind_weights(const ModelConfig& c, const CheckpointTensors& tensors) {
+  const Binder b(tensors);
   std::set<std::string> expected_names;
   for (const auto& spec : expected_tensors(c)) {
     const TensorView& t = b.get(spec.name);
     if (t.shape != spec.shape) {
-      fail(t.file->string(), ": tensor ", spec.name, " has shape ", t.shape_string(), " but config.json implies ",
-           shape_text(spec.shape));
+      fail(t.file->string(), ": tensor ", b.describe(spec.name), " has shape ", t.shape_string(),
+           " but the config implies ", shape_text(spec.shape));
     }
     expected_names.insert(spec.name);
   }
-  for (const auto& [name, t] : archive.tensors()) {
+  for (const auto& [name, t] : tensors.by_name) {
     if (!expected_names.count(name)) {
-      fail(t.file->string(), ": unexpected tensor ", name, " ", t.shape_string(),
+      fail(t.file->string(), ": unexpected tensor ", b.describe(name), " ", t.shape_string(),
            c.tie_word_embeddings && name == "lm_head.weight" ? " (config.json says tie_word_embeddings: true)" : "",
            !c.use_bias && name.ends_with(".bias") ? " (config.json says use_bias: false)" : "");
     }

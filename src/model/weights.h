@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,8 +44,18 @@ struct TensorSpec {
 // loader, the checks and (later) writers and converters share.
 std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
 
-// Checks the archive against the config — every expected tensor present with its shape and a supported dtype, and
+// A checkpoint's tensors under their Hugging Face names (row-major shapes), whichever file format holds them.
+struct CheckpointTensors {
+  std::map<std::string, TensorView> by_name;  // TensorView::name is the name in the file
+  std::string source;                         // the file or directory, for messages
+  std::function<std::string(const std::string&)> rename;  // Hugging Face name -> the file's own; null: the same
+
+  static CheckpointTensors from(const SafetensorsArchive& archive);
+  std::string stored_name(const std::string& hf_name) const;
+};
+
+// Checks the tensors against the config — every expected tensor present with its shape and a supported dtype, and
 // nothing unexpected — then binds the views. Raises ernie::Error naming the file and tensor on any mismatch.
-ModelWeights bind_weights(const ModelConfig& config, const SafetensorsArchive& archive);
+ModelWeights bind_weights(const ModelConfig& config, const CheckpointTensors& tensors);
 
 }  // namespace ernie

@@ -10,8 +10,28 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "tokenizer/spm_vocabulary.h"
 
 namespace ernie {
+
+// Everything the JSON files say about tokens, before it is resolved against the sentencepiece vocabulary.
+struct AddedSpec {
+  std::string content;
+  bool special = false;
+  bool lstrip = false;
+  bool rstrip = false;
+};
+
+struct TokenConfig {
+  int64_t id_limit = 0;  // added token ids at or past this are taken for a corrupt file
+  std::map<int64_t, AddedSpec> added_by_id;
+  std::map<std::string, std::string> named;  // bos_token -> "<s>", ...
+  std::vector<std::string> extra_special;    // additional_special_tokens / extra_special_tokens
+  std::optional<bool> add_bos_token;
+  bool clean_up_tokenization_spaces = false;
+  std::string chat_template;
+};
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -152,24 +172,6 @@ bool is_ascii_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-// Everything the JSON files say about tokens, before it is resolved against the sentencepiece vocabulary.
-struct AddedSpec {
-  std::string content;
-  bool special = false;
-  bool lstrip = false;
-  bool rstrip = false;
-};
-
-struct TokenConfig {
-  int64_t id_limit = 0;  // added token ids at or past this are taken for a corrupt file
-  std::map<int64_t, AddedSpec> added_by_id;
-  std::map<std::string, std::string> named;  // bos_token -> "<s>", ...
-  std::vector<std::string> extra_special;    // additional_special_tokens / extra_special_tokens
-  std::optional<bool> add_bos_token;
-  bool clean_up_tokenization_spaces = false;
-  std::string chat_template;
-};
-
 void read_special_token_fields(const json& object, const fs::path& file, TokenConfig& config) {
   for (const std::string_view name : kNamedSpecialTokens) {
     const auto it = object.find(name);
@@ -267,20 +269,30 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const fs::path& model_dir) {
+namespace {
+
+std::unique_ptr<sentencepiece::SentencePieceProcessor> load_sentencepiece(const std::string& serialized,
+                                                                         const std::string& source) {
+  auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  if (const auto status = sp->LoadFromSerializedProto(serialized); !status.ok()) {
+    fail(source, ": not a valid SentencePiece model (", status.ToString(), ")");
+  }
+  if (sp->GetPieceSize() <= 0) fail(source, ": the SentencePiece model has no pieces");
+  return sp;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::load(const fs::path& path) {
+  if (is_gguf_file(path)) return from_vocabulary(read_gguf_vocabulary(GgufFile::open(path)), path.string());
+  const fs::path& model_dir = path;
   const fs::path model_file = model_dir / "tokenizer.model";
   std::error_code ec;
   if (!fs::is_regular_file(model_file, ec)) fail(model_file.string(), ": tokenizer.model not found");
-
-  Tokenizer tokenizer;
-  tokenizer.sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
   // Read the bytes ourselves so that an unreadable file and a file that is not a model get distinct messages.
   const std::string serialized = read_file(model_file);
-  if (const auto status = tokenizer.sp_->LoadFromSerializedProto(serialized); !status.ok()) {
-    fail(model_file.string(), ": not a valid SentencePiece model (", status.ToString(), ")");
-  }
-  const int n_pieces = tokenizer.sp_->GetPieceSize();
-  if (n_pieces <= 0) fail(model_file.string(), ": the SentencePiece model has no pieces");
+  auto sp = load_sentencepiece(serialized, model_file.string());
+  const int n_pieces = sp->GetPieceSize();
 
   TokenConfig config;
   // Ids this far past the pieces are surely a corrupt file, and would make the id table absurdly large.
@@ -294,7 +306,73 @@ Tokenizer Tokenizer::load(const fs::path& model_dir) {
   if (const auto file = model_dir / "chat_template.jinja"; fs::exists(file, ec)) {
     config.chat_template = read_file(file);  // transformers prefers the separate file when both exist
   }
+  return assemble(std::move(sp), read_spm_piece_types(serialized), std::move(config));
+}
 
+Tokenizer Tokenizer::from_vocabulary(SpmVocabulary vocabulary, const std::string& source) {
+  // A converter that marks every added token CONTROL leaves the unknown piece without its type, which sentencepiece
+  // requires: the unk_token id gets it back.
+  const bool has_unknown =
+      std::find(vocabulary.types.begin(), vocabulary.types.end(), PieceType::kUnknown) != vocabulary.types.end();
+  if (const auto unk = vocabulary.special_ids.find("unk_token"); !has_unknown && unk != vocabulary.special_ids.end()) {
+    vocabulary.types[unk->second] = PieceType::kUnknown;
+  }
+  TokenConfig config;
+  // What transformers reads from added_tokens_decoder, GGUF keeps as piece types: CONTROL pieces are special added
+  // tokens, USER_DEFINED ones plain added tokens.
+  for (size_t id = 0; id < vocabulary.tokens.size(); ++id) {
+    const PieceType type = vocabulary.types[id];
+    if (type == PieceType::kControl || type == PieceType::kUserDefined) {
+      config.added_by_id[static_cast<int64_t>(id)] = AddedSpec{vocabulary.tokens[id], type == PieceType::kControl};
+    }
+  }
+  for (const auto& [name, id] : vocabulary.special_ids) config.named[name] = vocabulary.tokens[id];
+  config.add_bos_token = vocabulary.add_bos;
+  config.chat_template = vocabulary.chat_template;
+  auto sp = load_sentencepiece(serialize_spm_model(vocabulary), source);
+  return assemble(std::move(sp), std::move(vocabulary.types), std::move(config));
+}
+
+SpmVocabulary Tokenizer::vocabulary() const {
+  SpmVocabulary v;
+  const int n_pieces = sp_->GetPieceSize();
+  for (int id = 0; id < n_pieces; ++id) {
+    v.tokens.push_back(sp_->IdToPiece(id));
+    v.scores.push_back(sp_->GetScore(id));
+    v.types.push_back(piece_types_[id]);
+  }
+  // Added tokens as llama.cpp's converter records them: special ones CONTROL, others USER_DEFINED; the unknown
+  // piece keeps its type, which sentencepiece needs.
+  for (const auto& [content, token] : added_) {
+    const auto id = static_cast<size_t>(token.id);
+    // An added id past the pieces leaves a gap: unused entries named as converters name their padding.
+    while (v.tokens.size() <= id) {
+      v.tokens.push_back("[PAD" + std::to_string(v.tokens.size()) + "]");
+      v.scores.push_back(0.0f);
+      v.types.push_back(PieceType::kUnused);
+    }
+    v.tokens[id] = content;
+    if (v.types[id] != PieceType::kUnknown) {
+      v.types[id] = entries_[id].special ? PieceType::kControl : PieceType::kUserDefined;
+    }
+  }
+  for (const auto& [name, text] : special_token_strings_) {
+    if (const auto id = token_id(text)) v.special_ids[name] = *id;
+  }
+  v.add_bos = add_bos_token_;
+  // Tokenizer supports SentencePiece models without a dummy prefix and with the identity normalizer (see the header),
+  // which is what ERNIE ships.
+  v.add_space_prefix = false;
+  v.chat_template = chat_template_;
+  return v;
+}
+
+Tokenizer Tokenizer::assemble(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp,
+                              std::vector<PieceType> piece_types, TokenConfig config) {
+  Tokenizer tokenizer;
+  tokenizer.sp_ = std::move(sp);
+  tokenizer.piece_types_ = std::move(piece_types);
+  const int n_pieces = tokenizer.sp_->GetPieceSize();
   int64_t n_ids = n_pieces;
   for (const auto& [id, spec] : config.added_by_id) n_ids = std::max(n_ids, id + 1);
 

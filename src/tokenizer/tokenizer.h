@@ -29,12 +29,22 @@ class SentencePieceProcessor;
 
 namespace ernie {
 
+struct SpmVocabulary;
+struct TokenConfig;
+enum class PieceType : int32_t;
+
 class Tokenizer {
  public:
   // Loads tokenizer.model (required) plus tokenizer_config.json, special_tokens_map.json, added_tokens.json and
   // chat_template.jinja when present. A missing or unreadable tokenizer.model, malformed JSON, or a field of
   // the wrong type raises ernie::Error naming the file.
+  // A GGUF file (is_gguf_file) instead gives its tokenizer.ggml.* vocabulary, rebuilt as a SentencePiece model.
   static Tokenizer load(const std::filesystem::path& model_dir);
+  // From a vocabulary as GGUF keeps it: its CONTROL pieces are special added tokens, USER_DEFINED ones added tokens,
+  // as transformers treats the tokens of added_tokens_decoder. Errors name `source`.
+  static Tokenizer from_vocabulary(SpmVocabulary vocabulary, const std::string& source);
+  // This tokenizer's vocabulary in GGUF form; from_vocabulary(vocabulary()) tokenizes and decodes identically.
+  SpmVocabulary vocabulary() const;
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
@@ -89,6 +99,8 @@ class Tokenizer {
   };
 
   Tokenizer();
+  static Tokenizer assemble(std::unique_ptr<sentencepiece::SentencePieceProcessor> sp,
+                            std::vector<PieceType> piece_types, TokenConfig config);
   std::string_view text_of(const Entry& entry) const {
     return std::string_view(text_pool_).substr(entry.text_offset, entry.text_size);
   }
@@ -96,6 +108,7 @@ class Tokenizer {
   void encode_segment(std::string_view segment, std::vector<int32_t>& ids) const;
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::vector<PieceType> piece_types_;  // by piece id, as the model file gives them (the library has no getter)
   std::vector<Entry> entries_;
   std::string text_pool_;
   struct TextHash {

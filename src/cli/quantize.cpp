@@ -1,0 +1,63 @@
+// ernie quantize: a checkpoint (Hugging Face directory or GGUF file) to a GGUF file that llama.cpp loads too
+// (arch ernie4_5, its tensor names and tokenizer metadata, ggml's block types), streamed by export_gguf.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "io/gguf.h"
+#include "model/gguf_ernie.h"
+#include "model/gguf_export.h"
+#include "tokenizer/spm_vocabulary.h"
+
+namespace ernie::cli {
+namespace {
+
+struct QuantizeOptions {
+  std::string model;
+  std::string type;
+  std::string out;
+};
+
+void quantize(const QuantizeOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::filesystem::path in(o.model), out(o.out);
+  const DType target = parse_weight_dtype(o.type);
+  // The input stays mapped while the output is written: truncating it would pull the pages from under the reader.
+  std::error_code ec;
+  if (std::filesystem::equivalent(in, out, ec)) fail(out.string(), ": --out is the same file as --model");
+  // Stored types stay as they are in the map (no --dtype): every tensor is read straight from the input.
+  const auto model = Model::load(in);
+  const ModelConfig& config = model->config();
+
+  export_gguf(*model, target, out, [&](GgufWriter& writer) {
+    if (has_tokenizer(in)) {
+      write_gguf_vocabulary(writer, Tokenizer::load(in).vocabulary(), config.vocab_size);
+    } else {
+      write_gguf_vocabulary(writer, placeholder_vocabulary(config.vocab_size), config.vocab_size);
+      std::fprintf(stderr,
+                   "ernie: %s has no tokenizer: writing a placeholder vocabulary of %d entries (<unk>, <s>, </s>, "
+                   "byte pieces, fillers) so that llama.cpp loads the file; text tokenizes only into bytes\n",
+                   in.c_str(), config.vocab_size);
+    }
+    write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
+    if (has_random_weights(in)) writer.set("ernie.random_weights", true);  // so that figures measured on it say so
+  });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "ernie: wrote %s (%s, %.1f MiB) in %.2f s\n", out.c_str(),
+               std::string(dtype_name(target)).c_str(), std::filesystem::file_size(out) / 1048576.0, seconds);
+}
+
+}  // namespace
+
+void register_quantize(CLI::App& app) {
+  auto options = std::make_shared<QuantizeOptions>();
+  CLI::App* cmd = app.add_subcommand("quantize", "Write a checkpoint as a GGUF file (llama.cpp-compatible)");
+  cmd->add_option("-m,--model", options->model, "Hugging Face checkpoint directory or GGUF file")->required();
+  cmd->add_option("--type", options->type, "Type of the weight matrices: f32, bf16, f16, q8_0 or q4_0")->required();
+  cmd->add_option("-o,--out", options->out, "Output .gguf file")->required();
+  cmd->callback([options] { quantize(*options); });
+}
+
+}  // namespace ernie::cli

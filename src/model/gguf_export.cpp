@@ -1,0 +1,68 @@
+#include "model/gguf_export.h"
+
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/quant.h"
+#include "model/gguf_ernie.h"
+
+namespace ernie {
+namespace {
+
+// llama.cpp's general.file_type (LLAMA_FTYPE_*): what a file's matrices mostly are.
+uint32_t llama_file_type(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q8_0: return 7;
+    case DType::BF16: return 32;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
+                 const std::function<void(GgufWriter&)>& add_metadata) {
+  const ModelConfig& config = model.config();
+  GgufWriter writer(out);
+  const std::filesystem::path& in = model.path();
+  writer.set("general.name", in.filename().empty() ? in.parent_path().filename().string() : in.stem().string());
+  write_gguf_config(writer, config);
+  writer.set("general.file_type", llama_file_type(matrix_type));
+  if (uses_quantized_input(matrix_type)) writer.set("general.quantization_version", uint32_t{2});
+  if (add_metadata) add_metadata(writer);
+
+  const std::vector<TensorSpec> specs = expected_tensors(config);
+  auto type_of = [&](const TensorSpec& spec) { return spec.shape.size() == 1 ? DType::F32 : matrix_type; };
+  for (const TensorSpec& spec : specs) {
+    if (spec.shape.back() % dtype_block_elements(type_of(spec)) != 0) {
+      fail(spec.name, ": rows of ", spec.shape.back(), " elements cannot be stored as ", dtype_name(matrix_type));
+    }
+    writer.declare_tensor(gguf_tensor_name(spec.name), ggml_type_of(type_of(spec)), spec.shape);
+  }
+  std::vector<uint8_t> buffer;
+  std::vector<float> row;
+  for (const TensorSpec& spec : specs) {
+    const TensorView& t = model.tensors().by_name.at(spec.name);
+    const DType to = type_of(spec);
+    const int64_t cols = spec.shape.back(), rows = t.element_count() / cols;
+    const size_t in_row = dtype_row_bytes(t.dtype, cols), out_row = dtype_row_bytes(to, cols);
+    buffer.resize(out_row * rows);
+    row.resize(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (t.dtype == to) {  // bytes as they are: a same-type export is exact
+        std::memcpy(buffer.data() + r * out_row, t.data + r * in_row, out_row);
+        continue;
+      }
+      dequantize_row(t.dtype, t.data + r * in_row, row.data(), cols);
+      quantize_row(to, row.data(), buffer.data() + r * out_row, cols);
+    }
+    writer.write_tensor(buffer);
+    release_mapped_range(t.data, t.nbytes);  // read once: keep the input's pages from adding up in resident memory
+  }
+  writer.finish();
+}
+
+}  // namespace ernie

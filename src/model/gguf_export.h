@@ -1,0 +1,20 @@
+// Writes a loaded model as a GGUF file in llama.cpp's ernie4_5 layout, streaming: one tensor converted and written at
+// a time, so memory holds one tensor's output above the mapped input.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+
+#include "io/gguf.h"
+#include "model/model.h"
+
+namespace ernie {
+
+// Weight matrices in `matrix_type`, 1-D tensors (norms, biases) in F32 as llama.cpp keeps them; the ernie4_5
+// hyper-parameters and general.* keys; then whatever `add_metadata` sets (tokenizer, sampling defaults). Reads
+// model.tensors(), so the model must be loaded without LoadOptions::dtype. Raises ernie::Error if a matrix's rows are
+// not whole blocks of matrix_type or the file cannot be written.
+void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
+                 const std::function<void(GgufWriter&)>& add_metadata = {});
+
+}  // namespace ernie
