@@ -18,11 +18,15 @@ namespace ernie::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 // Keys are taken in chunks of kChunk, always counted from position 0, and the query heads that share a kv head are
-// taken together, one per lane of a HeadTag vector: scores, running maxima, exponentials and denominators are all
-// computed lane-wise, so the arithmetic for one (query, head) never depends on the other queries or heads of the call
-// nor on the lane it landed in. Each chunk of keys and values is widened to float32 once for all those heads.
+// taken together, one per lane: scores, running maxima, exponentials and denominators are all computed lane-wise, so
+// the arithmetic for one (query, head) never depends on the other queries or heads of the call nor on the lane it
+// landed in. Where a vector has room, two consecutive queries share it (lanes [0, g) the first query's g heads,
+// [g, 2g) the second's): the keys are broadcast and widened once for both. Each chunk of keys and values is widened
+// to float32 once for all the lanes.
 constexpr int kChunk = 16;
+constexpr int kMaxLanes = 16;
 using HeadTag = hn::CappedTag<float, 8>;
+using PairTag = hn::CappedTag<float, kMaxLanes>;
 
 // o = o * shrink + Σ_j p[j * p_stride] * v[j], over head_dim n; four vectors of o at a time, so that four
 // accumulation chains are in flight.
@@ -58,13 +62,13 @@ void Accumulate(float* o, float shrink, const float* p, int p_stride, const floa
   }
 }
 
-// scores[j * lanes + h] = scale · (key j · query h) for the kChunk keys (rows past `count` are zero) and the
-// transposed queries qt[d * lanes + h]; eight keys at a time, so that eight accumulation chains are in flight.
-void Scores(const float* qt, const float* const* keys, int head_dim, float scale, float* scores) {
-  const HeadTag dh;
+// scores[j * lanes + i] = scale · (key j · query lane i) for the kChunk keys (rows past `count` are zero) and the
+// transposed queries qt[d * lanes + i]; eight keys at a time, so that eight accumulation chains are in flight.
+template <class D>
+void Scores(D dh, const float* qt, const float* const* keys, int head_dim, float scale, float* scores) {
   const int lanes = static_cast<int>(hn::Lanes(dh));
   for (int j0 = 0; j0 < kChunk; j0 += 8) {
-    hn::Vec<HeadTag> acc[8];
+    hn::Vec<D> acc[8];
     for (auto& a : acc) a = hn::Zero(dh);
     for (int d = 0; d < head_dim; ++d) {
       const auto qd = hn::Load(dh, qt + d * lanes);
@@ -103,64 +107,110 @@ void Widen(const KvCacheView& cache, const uint8_t* base, int j0, int count, siz
   }
 }
 
+// Scratch of one AttendHeads call; about 100 KiB, on the caller's stack.
+struct AttentionScratch {
+  HWY_ALIGN float keys[kChunk * kMaxHeadDim];
+  HWY_ALIGN float values[kChunk * kMaxHeadDim];
+  HWY_ALIGN float qt[kMaxHeadDim * kMaxLanes];
+  HWY_ALIGN float scores[kChunk * kMaxLanes];
+  HWY_ALIGN float shrink[kMaxLanes];
+  HWY_ALIGN float denominator[kMaxLanes];
+};
+
+// Heads [h0, h0 + g) of kv head kv_head for queries t .. t + n_q - 1 (n_q = 1 or 2, n_q * g <= lanes of D).
+// Lane q * g + h holds query t + q, head h0 + h; a lane whose query has no key in a chunk keeps its state exactly
+// (factor 1, probabilities 0), so every lane computes what it would alone.
+template <class E, class D>
+void AttendHeads(D dh, float* out, const float* q, int t, int n_q, int first_pos, const KvCacheView& cache,
+                 const AttentionShape& shape, int h0, int g, int kv_head, AttentionScratch& s) {
+  HWY_ALIGN static const float zeros[kMaxHeadDim] = {};
+  const int lanes = static_cast<int>(hn::Lanes(dh));
+  const int hd = shape.head_dim;
+  const size_t q_stride = static_cast<size_t>(shape.n_heads) * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t head_offset = dtype_row_bytes(cache.dtype, static_cast<int64_t>(kv_head) * hd);
+  int n_keys[2] = {first_pos + t + 1, first_pos + t + n_q};
+  float* o[2];
+  for (int i = 0; i < n_q; ++i) {
+    o[i] = out + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
+    const float* qh = q + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
+    std::fill(o[i], o[i] + static_cast<size_t>(g) * hd, 0.0f);
+    for (int d = 0; d < hd; ++d) {
+      for (int h = 0; h < g; ++h) s.qt[d * lanes + i * g + h] = qh[h * hd + d];
+    }
+  }
+  for (int d = 0; d < hd; ++d) {
+    for (int lane = n_q * g; lane < lanes; ++lane) s.qt[d * lanes + lane] = 0.0f;
+  }
+  // Lanes of the second query (none when n_q = 1).
+  const auto second = hn::Ge(hn::Iota(dh, 0), hn::Set(dh, static_cast<float>(n_q == 2 ? g : lanes)));
+  const float* keys[kChunk];
+  const float* values[kChunk];
+  auto m = hn::Set(dh, -HUGE_VALF), l = hn::Zero(dh);
+  for (int j0 = 0; j0 < n_keys[n_q - 1]; j0 += kChunk) {
+    int count[2];
+    for (int i = 0; i < 2; ++i) count[i] = std::clamp(n_keys[i] - j0, 0, kChunk);
+    const int widest = count[n_q - 1];
+    Widen<E>(cache, cache.k, j0, widest, head_offset, hd, s.keys, zeros, keys);
+    Widen<E>(cache, cache.v, j0, widest, head_offset, hd, s.values, zeros, values);
+    Scores(dh, s.qt, keys, hd, scale, s.scores);
+    // Online softmax per lane: the new maximum rescales what was accumulated (by 0 on the first chunk). Key j is
+    // visible to a lane when j < its query's count.
+    const auto counts = hn::IfThenElse(second, hn::Set(dh, static_cast<float>(count[1])),
+                                       hn::Set(dh, static_cast<float>(count[0])));
+    const auto visible = [&](int j) { return hn::Lt(hn::Set(dh, static_cast<float>(j)), counts); };
+    const auto active = visible(0);  // lanes whose query sees a key of this chunk
+    auto chunk_max = hn::Set(dh, -HUGE_VALF);
+    for (int j = 0; j < widest; ++j) {
+      chunk_max = hn::Max(chunk_max, hn::IfThenElse(visible(j), hn::Load(dh, s.scores + j * lanes),
+                                                    hn::Set(dh, -HUGE_VALF)));
+    }
+    const auto new_max = hn::Max(m, chunk_max);
+    const auto factor = hn::IfThenElse(active, hn::Exp(dh, hn::Sub(m, new_max)), hn::Set(dh, 1.0f));
+    l = hn::Mul(l, factor);
+    for (int j = 0; j < widest; ++j) {
+      const auto p = hn::IfThenElseZero(visible(j), hn::Exp(dh, hn::Sub(hn::Load(dh, s.scores + j * lanes), new_max)));
+      hn::Store(p, dh, s.scores + j * lanes);
+      l = hn::Add(l, p);
+    }
+    m = new_max;
+    hn::Store(factor, dh, s.shrink);
+    for (int i = 0; i < n_q; ++i) {
+      if (count[i] == 0) continue;
+      for (int h = 0; h < g; ++h) {
+        const int lane = i * g + h;
+        Accumulate(o[i] + static_cast<size_t>(h) * hd, s.shrink[lane], s.scores + lane, lanes, values, count[i], hd);
+      }
+    }
+  }
+  hn::Store(l, dh, s.denominator);
+  for (int i = 0; i < n_q; ++i) {
+    for (int h = 0; h < g; ++h) {
+      for (int d = 0; d < hd; ++d) o[i][static_cast<size_t>(h) * hd + d] /= s.denominator[i * g + h];
+    }
+  }
+}
+
 template <class E>
 void AttentionImpl(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                    const AttentionShape& shape, int head_begin, int head_end) {
   const HeadTag dh;
-  const int lanes = static_cast<int>(hn::Lanes(dh));
-  const int hd = shape.head_dim;
-  const int q_stride = shape.n_heads * hd;
+  const PairTag dp;
+  const int lanes = static_cast<int>(hn::Lanes(dh)), pair_lanes = static_cast<int>(hn::Lanes(dp));
   const int group = shape.n_heads / shape.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  HWY_ALIGN float key_buffer[kChunk * kMaxHeadDim];
-  HWY_ALIGN float value_buffer[kChunk * kMaxHeadDim];
-  HWY_ALIGN static const float zeros[kMaxHeadDim] = {};
-  HWY_ALIGN float qt[kMaxHeadDim * 8];
-  HWY_ALIGN float scores[kChunk * 8];
-  HWY_ALIGN float shrink[8];
-  HWY_ALIGN float denominator[8];
-  const float* keys[kChunk];
-  const float* values[kChunk];
-
-  for (int t = 0; t < n_queries; ++t) {
-    const int n_keys = first_pos + t + 1;
+  AttentionScratch scratch;
+  for (int t = 0; t < n_queries; t += 2) {
+    const int n_q = std::min(2, n_queries - t);
     for (int h0 = head_begin; h0 < head_end;) {
-      // Query heads [h0, h1) all read kv head h0 / group; lane h - h0 is head h, lanes past h1 - h0 see zeros.
+      // Query heads [h0, h1) all read kv head h0 / group.
       const int kv_head = h0 / group;
       const int h1 = std::min({head_end, (kv_head + 1) * group, h0 + lanes});
-      const size_t head_offset = dtype_row_bytes(cache.dtype, static_cast<int64_t>(kv_head) * hd);
-      float* o = out + static_cast<size_t>(t) * q_stride + static_cast<size_t>(h0) * hd;
-      const float* qh = q + static_cast<size_t>(t) * q_stride + static_cast<size_t>(h0) * hd;
-      for (int d = 0; d < hd; ++d) {
-        for (int h = 0; h < lanes; ++h) qt[d * lanes + h] = h < h1 - h0 ? qh[h * hd + d] : 0.0f;
-      }
-      std::fill(o, o + static_cast<size_t>(h1 - h0) * hd, 0.0f);
-      auto m = hn::Set(dh, -HUGE_VALF), l = hn::Zero(dh);
-      for (int j0 = 0; j0 < n_keys; j0 += kChunk) {
-        const int count = std::min(kChunk, n_keys - j0);
-        Widen<E>(cache, cache.k, j0, count, head_offset, hd, key_buffer, zeros, keys);
-        Widen<E>(cache, cache.v, j0, count, head_offset, hd, value_buffer, zeros, values);
-        Scores(qt, keys, hd, scale, scores);
-        // Online softmax per lane: the new maximum rescales what was accumulated (by 0 on the first chunk).
-        auto chunk_max = hn::Set(dh, -HUGE_VALF);
-        for (int j = 0; j < count; ++j) chunk_max = hn::Max(chunk_max, hn::Load(dh, scores + j * lanes));
-        const auto new_max = hn::Max(m, chunk_max);
-        const auto factor = hn::Exp(dh, hn::Sub(m, new_max));
-        l = hn::Mul(l, factor);
-        for (int j = 0; j < count; ++j) {
-          const auto p = hn::Exp(dh, hn::Sub(hn::Load(dh, scores + j * lanes), new_max));
-          hn::Store(p, dh, scores + j * lanes);
-          l = hn::Add(l, p);
+      if (n_q == 2 && 2 * (h1 - h0) <= pair_lanes) {
+        AttendHeads<E>(dp, out, q, t, 2, first_pos, cache, shape, h0, h1 - h0, kv_head, scratch);
+      } else {
+        for (int i = 0; i < n_q; ++i) {
+          AttendHeads<E>(dh, out, q, t + i, 1, first_pos, cache, shape, h0, h1 - h0, kv_head, scratch);
         }
-        m = new_max;
-        hn::Store(factor, dh, shrink);
-        for (int h = 0; h < h1 - h0; ++h) {
-          Accumulate(o + static_cast<size_t>(h) * hd, shrink[h], scores + h, lanes, values, count, hd);
-        }
-      }
-      hn::Store(l, dh, denominator);
-      for (int h = 0; h < h1 - h0; ++h) {
-        for (int d = 0; d < hd; ++d) o[static_cast<size_t>(h) * hd + d] /= denominator[h];
       }
       h0 = h1;
     }

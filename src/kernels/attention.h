@@ -30,7 +30,7 @@ struct KvCacheView {
 // [head_begin, head_end): attends to cache rows [0, its position] (causal), with scale 1/sqrt(head_dim) and an
 // online (single-pass, running-maximum) softmax in float32. q, out: [n_queries, n_heads*head_dim]; only the given
 // heads' columns of out are written, so threads can split the heads. The result for one (query, head) does not depend
-// on n_queries, first_pos of the other queries or the head range. Allocates nothing (about 80 KiB of stack).
+// on n_queries, first_pos of the other queries or the head range. Allocates nothing (about 100 KiB of stack).
 void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                const AttentionShape& shape, int head_begin, int head_end);
 

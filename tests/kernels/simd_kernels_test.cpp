@@ -614,9 +614,11 @@ TEST(Attention, QueryResultsAreBitIdenticalWhateverTheBatchAndHeadSplit) {
   for_each_simd_target([] {
     Random rnd(111);
     const AttentionShape shape{8, 2, 64};
-    const int n_queries = 7, first_pos = 30, n_keys = first_pos + n_queries, kv = 2 * 64, q_stride = 8 * 64;
-    for (DType dtype : {DType::F32, DType::F16}) {
-      SCOPED_TRACE(label(dtype));
+    // first_pos 31: a pair of queries where the first sees exactly two chunks of keys and the second one key more.
+    for (const auto& [dtype, first_pos] : {std::pair{DType::F32, 30}, std::pair{DType::F16, 30},
+                                           std::pair{DType::F32, 31}, std::pair{DType::F16, 31}}) {
+      SCOPED_TRACE(label(dtype) + " first_pos " + std::to_string(first_pos));
+      const int n_queries = 7, n_keys = first_pos + n_queries, kv = 2 * 64, q_stride = 8 * 64;
       const auto values = rnd.vector(static_cast<size_t>(2 * n_keys) * kv);
       std::vector<uint8_t> k(dtype_row_bytes(dtype, static_cast<int64_t>(n_keys) * kv)), v(k.size());
       quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(n_keys) * kv);
