@@ -19,10 +19,11 @@ struct ServeOptions {
   server::ServerOptions server;
 };
 
-// The name clients use for the model: the checkpoint folder's name.
-std::string model_id(const std::string& dir) {
-  std::filesystem::path path(dir);
+// The name clients use for the model: the checkpoint folder's name, or a GGUF file's name without ".gguf".
+std::string model_id(const std::string& model) {
+  std::filesystem::path path(model);
   if (path.filename().empty()) path = path.parent_path();
+  if (path.extension() == ".gguf") path = path.stem();
   return path.filename().empty() ? "ernie" : path.filename().string();
 }
 
