@@ -4,7 +4,8 @@
 // never partly printed. Matching is on bytes. The boundary between released and held-back text always falls
 // on a UTF-8 character start: held-back text is whole characters, and a character whose bytes have not all
 // arrived yet (a token that ended mid-character) is held too, so every release ends on a character boundary
-// when the input is valid UTF-8. Bytes that cannot start or continue a character are passed through as is.
+// when the input is valid UTF-8 (core/utf8.h decides). Bytes that are not part of a well-formed character are passed
+// through as is.
 //
 // When stop strings overlap in the text, the one that starts first wins; text from its first byte on is
 // dropped. Empty stop strings are ignored. One matcher per stream; not thread-safe.

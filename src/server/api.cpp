@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "engine/chat.h"
 
 namespace ernie::server {
@@ -65,7 +66,7 @@ class Fields {
 };
 
 json parse_object(std::string_view body) {
-  if (const auto at = invalid_utf8_at(body)) {
+  if (const auto at = utf8::first_invalid(body)) {
     invalid("", "the request body is not valid UTF-8 (byte " + std::to_string(*at) + ")", "invalid_utf8");
   }
   json value;
@@ -285,36 +286,6 @@ json ApiError::body() const {
             {"code", code_}}}};
 }
 
-std::optional<size_t> invalid_utf8_at(std::string_view text) {
-  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
-  for (size_t i = 0; i < text.size();) {
-    const unsigned char lead = byte(i);
-    size_t n;
-    uint32_t cp, min;
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    } else if ((lead & 0xE0) == 0xC0) {
-      n = 2, cp = lead & 0x1F, min = 0x80;
-    } else if ((lead & 0xF0) == 0xE0) {
-      n = 3, cp = lead & 0x0F, min = 0x800;
-    } else if ((lead & 0xF8) == 0xF0) {
-      n = 4, cp = lead & 0x07, min = 0x10000;
-    } else {
-      return i;
-    }
-    if (i + n > text.size()) return i;
-    for (size_t k = 1; k < n; ++k) {
-      if ((byte(i + k) & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (byte(i + k) & 0x3F);
-    }
-    // Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8.
-    if (cp < min || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return i;
-    i += n;
-  }
-  return std::nullopt;
-}
-
 GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
   const json request = parse_object(body);
   const Fields fields(request);
@@ -353,7 +324,7 @@ GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<
   for (const auto& [name, value] : query) {
     if (request.contains(name)) continue;
     if (name == "text") {
-      if (const auto at = invalid_utf8_at(value)) {
+      if (const auto at = utf8::first_invalid(value)) {
         invalid("text", "the 'text' parameter is not valid UTF-8 (byte " + std::to_string(*at) + ")", "invalid_utf8");
       }
       request[name] = value;

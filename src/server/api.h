@@ -66,9 +66,6 @@ GenerationCall parse_chat_completion(std::string_view body, const ApiModel& mode
 GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<std::string, std::string>>& query,
                              const ApiModel& model);
 
-// Offset of the first byte that is not part of well-formed UTF-8, or nullopt if `text` is valid.
-std::optional<size_t> invalid_utf8_at(std::string_view text);
-
 // Responses. `id` and `created` identify the request; `summary` gives the finish reason and token counts.
 struct ResponseInfo {
   Endpoint endpoint;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "tokenizer/spm_vocabulary.h"
 
 namespace ernie {
@@ -37,7 +38,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD
 constexpr std::string_view kMetaSpace = "\xE2\x96\x81";             // U+2581, SentencePiece's space
 
 // The attributes transformers calls SPECIAL_TOKENS_ATTRIBUTES (minus the lists), in the order it knows them.
@@ -85,50 +85,14 @@ bool optional_bool(const json& object, std::string_view key, bool fallback, cons
   return it->get<bool>();
 }
 
-// Strict UTF-8 check with the rules Rust's String::from_utf8 applies (no overlongs, surrogates or code points
-// past U+10FFFF), since that is the check transformers' byte-fallback decoder makes.
-bool is_valid_utf8(std::string_view bytes) {
-  size_t i = 0;
-  while (i < bytes.size()) {
-    const auto lead = static_cast<uint8_t>(bytes[i]);
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t length;
-    uint32_t code_point;
-    uint32_t smallest;
-    if ((lead & 0xE0) == 0xC0) {
-      length = 2, code_point = lead & 0x1F, smallest = 0x80;
-    } else if ((lead & 0xF0) == 0xE0) {
-      length = 3, code_point = lead & 0x0F, smallest = 0x800;
-    } else if ((lead & 0xF8) == 0xF0) {
-      length = 4, code_point = lead & 0x07, smallest = 0x10000;
-    } else {
-      return false;
-    }
-    if (bytes.size() - i < length) return false;
-    for (size_t k = 1; k < length; ++k) {
-      const auto next = static_cast<uint8_t>(bytes[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      code_point = (code_point << 6) | (next & 0x3F);
-    }
-    if (code_point < smallest || code_point > 0x10FFFF || (code_point >= 0xD800 && code_point <= 0xDFFF)) {
-      return false;
-    }
-    i += length;
-  }
-  return true;
-}
-
 // transformers' ByteFallback decoder: a run of byte tokens that is valid UTF-8 is kept, otherwise every byte
 // of the run becomes U+FFFD (it does not salvage the valid characters inside an invalid run).
 void append_byte_run(std::string_view run, std::string& out) {
-  if (is_valid_utf8(run)) {
+  if (utf8::is_valid(run)) {
     out += run;
     return;
   }
-  for (size_t i = 0; i < run.size(); ++i) out += kReplacementCharacter;
+  for (size_t i = 0; i < run.size(); ++i) out += utf8::kReplacementCharacter;
 }
 
 int hex_digit(char c) {

@@ -285,16 +285,5 @@ TEST(Server, ApiKeyGuardsEveryRouteButHealth) {
   EXPECT_EQ(s.get("/nowhere").status, 401);  // no key, no hint of which routes exist
 }
 
-TEST(Api, Utf8Validation) {
-  using server::invalid_utf8_at;
-  EXPECT_FALSE(invalid_utf8_at("plain ascii"));
-  EXPECT_FALSE(invalid_utf8_at("你好, café, 😀"));
-  EXPECT_EQ(invalid_utf8_at("ab\xFF"), 2u);
-  EXPECT_EQ(invalid_utf8_at("a\xC3"), 1u);             // truncated
-  EXPECT_EQ(invalid_utf8_at("\xC0\xAF"), 0u);          // overlong
-  EXPECT_EQ(invalid_utf8_at("x\xED\xA0\x80"), 1u);     // UTF-16 surrogate
-  EXPECT_EQ(invalid_utf8_at("\xF4\x90\x80\x80"), 0u);  // past U+10FFFF
-}
-
 }  // namespace
 }  // namespace ernie

@@ -33,7 +33,7 @@ class Lexer {
     for (size_t i = 0; i < src_.size();) {
       const Unit d = decode(src_, i);
       if (!d.valid) fail_at(line_at(i), "invalid UTF-8");
-      i += d.len;
+      i += d.length;
     }
   }
 
@@ -78,8 +78,8 @@ class Lexer {
   size_t skip_space(size_t pos) const {
     while (pos < src_.size()) {
       const Unit d = decode(src_, pos);
-      if (!is_space(d.cp)) break;
-      pos += d.len;
+      if (!is_space(d.code_point)) break;
+      pos += d.length;
     }
     return pos;
   }
@@ -275,15 +275,15 @@ class Lexer {
         case 't': out += '\t'; break;
         case 'v': out += '\v'; break;
         case 'x':
-          append_utf8(out, hex(i + 1, 2));
+          utf8::append(out, hex(i + 1, 2));
           i += 2;
           break;
         case 'u':
-          append_utf8(out, hex(i + 1, 4));
+          utf8::append(out, hex(i + 1, 4));
           i += 4;
           break;
         case 'U':
-          append_utf8(out, hex(i + 1, 8));
+          utf8::append(out, hex(i + 1, 8));
           i += 8;
           break;
         default:
@@ -292,7 +292,7 @@ class Lexer {
             size_t k = i;
             for (; k < s.size() && k < i + 3 && s[k] >= '0' && s[k] <= '7'; ++k)
               v = v * 8 + static_cast<char32_t>(s[k] - '0');
-            append_utf8(out, v);
+            utf8::append(out, v);
             i = k - 1;
           } else {
             out += '\\';
@@ -324,8 +324,8 @@ class Lexer {
       const int line = line_at(pos);
       const Unit d = decode(src_, pos);
       const char c = src_[pos];
-      if (is_space(d.cp)) {
-        pos += d.len;
+      if (is_space(d.code_point)) {
+        pos += d.length;
       } else if (std::isdigit(static_cast<unsigned char>(c))) {
         pos = lex_number(pos, line, tokens);
       } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
@@ -345,7 +345,7 @@ class Lexer {
         for (const char* two : two_char_ops)
           if (starts(pos, two)) op = two;
         if (op.empty() && one_char_ops.find(c) != std::string_view::npos) op = std::string(1, c);
-        if (op.empty()) fail_at(line, "unexpected character '", src_.substr(pos, d.len), "'");
+        if (op.empty()) fail_at(line, "unexpected character '", src_.substr(pos, d.length), "'");
         if (op == "(" || op == "[" || op == "{") {
           balance.push_back(op == "(" ? ')' : op == "[" ? ']' : '}');
         } else if (op == ")" || op == "]" || op == "}") {

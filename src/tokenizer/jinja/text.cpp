@@ -34,24 +34,24 @@ std::string py_upper(std::string_view s) {
     if (c == 0xDF) {
       out += "SS";
     } else {
-      append_utf8(out, upper_cp(c));
+      utf8::append(out, upper_cp(c));
     }
   });
 }
 
 std::string py_lower(std::string_view s) {
-  return map_units(s, [](char32_t c, size_t, std::string& out) { append_utf8(out, lower_cp(c)); });
+  return map_units(s, [](char32_t c, size_t, std::string& out) { utf8::append(out, lower_cp(c)); });
 }
 
 std::string py_capitalize(std::string_view s) {
   return map_units(
-      s, [](char32_t c, size_t i, std::string& out) { append_utf8(out, i == 0 ? upper_cp(c) : lower_cp(c)); });
+      s, [](char32_t c, size_t i, std::string& out) { utf8::append(out, i == 0 ? upper_cp(c) : lower_cp(c)); });
 }
 
 std::string py_title(std::string_view s) {
   bool prev_cased = false;
   return map_units(s, [&](char32_t c, size_t, std::string& out) {
-    append_utf8(out, prev_cased ? lower_cp(c) : upper_cp(c));
+    utf8::append(out, prev_cased ? lower_cp(c) : upper_cp(c));
     prev_cased = is_cased(c);
   });
 }
@@ -60,7 +60,7 @@ std::string jinja_title(std::string_view s) {
   bool word_start = true;
   return map_units(s, [&](char32_t c, size_t, std::string& out) {
     const bool separator = is_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
-    append_utf8(out, separator ? c : word_start ? upper_cp(c) : lower_cp(c));
+    utf8::append(out, separator ? c : word_start ? upper_cp(c) : lower_cp(c));
     word_start = separator;
   });
 }
@@ -155,18 +155,18 @@ std::vector<std::string> py_splitlines(std::string_view s) {
   bool pending = false;
   for (size_t i = 0; i < s.size();) {
     const Unit d = decode(s, i);
-    const char32_t c = d.cp;
+    const char32_t c = d.code_point;
     const bool brk = d.valid && (c == '\n' || c == '\r' || c == 0x0B || c == 0x0C || c == 0x1C || c == 0x1D ||
                                  c == 0x1E || c == 0x85 || c == 0x2028 || c == 0x2029);
     if (brk) {
       out.push_back(std::move(current));
       current.clear();
       pending = false;
-      i += (c == '\r' && i + 1 < s.size() && s[i + 1] == '\n') ? 2 : d.len;
+      i += (c == '\r' && i + 1 < s.size() && s[i + 1] == '\n') ? 2 : d.length;
     } else {
-      current.append(s.substr(i, d.len));
+      current.append(s.substr(i, d.length));
       pending = true;
-      i += d.len;
+      i += d.length;
     }
   }
   if (pending) out.push_back(std::move(current));
@@ -177,9 +177,9 @@ bool py_is_case(std::string_view s, bool lower) {
   bool cased = false;
   for (size_t i = 0; i < s.size();) {
     const Unit d = decode(s, i);
-    i += d.len;
-    if (!d.valid || !is_cased(d.cp)) continue;
-    if (lower ? lower_cp(d.cp) != d.cp : upper_cp(d.cp) != d.cp) return false;
+    i += d.length;
+    if (!d.valid || !is_cased(d.code_point)) continue;
+    if (lower ? lower_cp(d.code_point) != d.code_point : upper_cp(d.code_point) != d.code_point) return false;
     cased = true;
   }
   return cased;

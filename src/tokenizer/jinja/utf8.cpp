@@ -1,4 +1,4 @@
-// UTF-8 decoding and per-code-point classes; see utf8.h.
+// Code-point walks and classes over core/utf8.h's decoder; see utf8.h.
 #include "tokenizer/jinja/utf8.h"
 
 #include <locale.h>
@@ -7,54 +7,11 @@
 
 namespace ernie::jinja {
 
-Unit decode(std::string_view s, size_t i) {
-  const auto c = static_cast<unsigned char>(s[i]);
-  if (c < 0x80) return {c, 1, true};
-  size_t len;
-  char32_t cp;
-  if ((c & 0xE0) == 0xC0) {
-    len = 2, cp = c & 0x1F;
-  } else if ((c & 0xF0) == 0xE0) {
-    len = 3, cp = c & 0x0F;
-  } else if ((c & 0xF8) == 0xF0) {
-    len = 4, cp = c & 0x07;
-  } else {
-    return {0xFFFD, 1, false};
-  }
-  if (i + len > s.size()) return {0xFFFD, 1, false};
-  for (size_t k = 1; k < len; ++k) {
-    const auto cc = static_cast<unsigned char>(s[i + k]);
-    if ((cc & 0xC0) != 0x80) return {0xFFFD, 1, false};
-    cp = (cp << 6) | (cc & 0x3F);
-  }
-  const bool overlong = (len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
-  if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return {0xFFFD, 1, false};
-  return {cp, len, true};
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 std::vector<std::string_view> units_of(std::string_view s) {
   std::vector<std::string_view> out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
-    const size_t len = decode(s, i).len;
+    const size_t len = decode(s, i).length;
     out.push_back(s.substr(i, len));
     i += len;
   }
@@ -63,7 +20,7 @@ std::vector<std::string_view> units_of(std::string_view s) {
 
 size_t count_units(std::string_view s) {
   size_t n = 0;
-  for (size_t i = 0; i < s.size(); i += decode(s, i).len) ++n;
+  for (size_t i = 0; i < s.size(); i += decode(s, i).length) ++n;
   return n;
 }
 
@@ -80,14 +37,14 @@ bool is_space(char32_t c) {
 
 bool unit_is_space(std::string_view u) {
   const Unit d = decode(u, 0);
-  return d.valid && is_space(d.cp);
+  return d.valid && is_space(d.code_point);
 }
 
 bool all_space(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
     const Unit d = decode(s, i);
-    if (!d.valid || !is_space(d.cp)) return false;
-    i += d.len;
+    if (!d.valid || !is_space(d.code_point)) return false;
+    i += d.length;
   }
   return true;
 }

@@ -1,6 +1,6 @@
-// UTF-8 for the interpreter. Python strings are sequences of code points, so lengths, indices and slices count
-// code points ("units"). Strings from the context may hold invalid UTF-8; such a byte counts as one unit so
-// nothing reads out of bounds. Pure functions, safe on any thread.
+// UTF-8 for the interpreter, over core/utf8.h's decoder. Python strings are sequences of code points, so lengths,
+// indices and slices count code points ("units"). Strings from the context may hold invalid UTF-8; such a byte
+// counts as one unit so nothing reads out of bounds. Pure functions, safe on any thread.
 #pragma once
 
 #include <cstddef>
@@ -8,17 +8,14 @@
 #include <string_view>
 #include <vector>
 
+#include "core/utf8.h"
+
 namespace ernie::jinja {
 
-struct Unit {
-  char32_t cp;
-  size_t len;
-  bool valid;
-};
+// A code point of a string, or one invalid byte (U+FFFD, length 1) where the bytes are not UTF-8.
+using Unit = utf8::Decoded;
+using utf8::decode;
 
-// The unit starting at byte `i` < s.size(). An invalid byte decodes as {U+FFFD, 1, false}.
-Unit decode(std::string_view s, size_t i);
-void append_utf8(std::string& out, char32_t cp);
 // The units of `s`, as views into it.
 std::vector<std::string_view> units_of(std::string_view s);
 size_t count_units(std::string_view s);
@@ -46,11 +43,11 @@ std::string map_units(std::string_view s, Map map) {
   for (size_t i = 0; i < s.size(); ++index) {
     const Unit d = decode(s, i);
     if (d.valid) {
-      map(d.cp, index, out);
+      map(d.code_point, index, out);
     } else {
       out += s[i];
     }
-    i += d.len;
+    i += d.length;
   }
   return out;
 }
@@ -61,8 +58,8 @@ bool all_units(std::string_view s, Pred pred) {
   if (s.empty()) return false;
   for (size_t i = 0; i < s.size();) {
     const Unit d = decode(s, i);
-    if (!d.valid || !pred(d.cp)) return false;
-    i += d.len;
+    if (!d.valid || !pred(d.code_point)) return false;
+    i += d.length;
   }
   return true;
 }

@@ -284,7 +284,7 @@ void dump_string(std::string_view s, bool ascii, std::string& out) {
   out += '"';
   for (size_t i = 0; i < s.size();) {
     const Unit d = decode(s, i);
-    const char32_t c = d.cp;
+    const char32_t c = d.code_point;
     if (c == '"') {
       out += "\\\"";
     } else if (c == '\\') {
@@ -310,9 +310,9 @@ void dump_string(std::string_view s, bool ascii, std::string& out) {
         u4(c);
       }
     } else {
-      out.append(s.substr(i, d.len));
+      out.append(s.substr(i, d.length));
     }
-    i += d.len;
+    i += d.length;
   }
   out += '"';
 }
