@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <thread>
 
@@ -76,6 +77,49 @@ void serve(ServeOptions& o) {
   std::fprintf(stderr, "ernie: stopped\n");
 }
 
+// A duration flag in seconds (fractions allowed), shown with its default.
+void add_seconds(CLI::App& cmd, const std::string& name, std::chrono::milliseconds& target, const std::string& what) {
+  cmd.add_option_function<double>(
+         name, [&target](double s) { target = std::chrono::milliseconds(static_cast<int64_t>(s * 1000.0)); },
+         what + " (seconds; default " + std::to_string(target.count() / 1000) + ")")
+      ->check(CLI::Range(0.05, 86400.0));
+}
+
+// The limits of connection.h and api.h: what one client or one request may take of the server.
+void add_limit_options(CLI::App& cmd, server::ServerOptions& s) {
+  server::ConnectionLimits& c = s.connection;
+  cmd.add_option("--max-connections", c.max_connections,
+                 "Open connections served at once (a thread each); one more is answered 503 and closed")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 900));  // below FD_SETSIZE, with room for the model's and the server's own descriptors
+  cmd.add_option("--max-body-bytes", s.max_body_bytes, "Largest request body; larger ones get 413")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 30));
+  cmd.add_option("--max-header-bytes", c.max_header_bytes, "Largest request head (request line + headers): 431 beyond")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 20));
+  cmd.add_option("--max-headers", c.max_headers, "Most header fields in a request: 431 beyond")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 10000));
+  add_seconds(cmd, "--header-timeout", c.header_timeout, "Time for a request's head to arrive, else 408");
+  add_seconds(cmd, "--read-timeout", c.read_timeout, "Time for a whole request (head and body) to arrive, else 408");
+  add_seconds(cmd, "--write-timeout", c.write_timeout, "Time a response write may wait on a client not reading");
+  add_seconds(cmd, "--keepalive-timeout", c.keepalive_timeout, "Idle time before a keep-alive connection is closed");
+  server::RequestLimits& r = s.limits;
+  cmd.add_option("--max-json-depth", r.max_json_depth, "Deepest nesting of arrays/objects in a request body: 400 beyond")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1000));
+  cmd.add_option("--max-stop", r.max_stop_strings, "Most stop strings in a request")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  cmd.add_option("--max-stop-bytes", r.max_stop_bytes, "Longest stop string, in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{65536}));
+  cmd.add_option("--max-messages", r.max_messages, "Most messages in a chat request")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+}
+
 }  // namespace
 
 void register_serve(CLI::App& app) {
@@ -98,6 +142,7 @@ void register_serve(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
+  add_limit_options(*cmd, s);
   cmd->callback([options] { serve(*options); });
 }
 

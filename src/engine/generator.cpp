@@ -1,5 +1,7 @@
 #include "engine/generator.h"
 
+#include "engine/prompt_check.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -38,11 +40,7 @@ std::string_view finish_reason_name(FinishReason reason) {
 
 GenerationResult generate(Session& session, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                           const GenerationOptions& options, const TokenCallback& on_token) {
-  if (prompt.empty() && session.position() == 0) fail("the prompt is empty: there is nothing to continue from");
-  if (session.position() + static_cast<int64_t>(prompt.size()) >= session.context_length()) {
-    fail("prompt of ", prompt.size(), " tokens (after ", session.position(), " cached) does not fit the context of ",
-         session.context_length(), " tokens with room to generate");
-  }
+  check_prompt(prompt, session.vocab_size(), session.position(), session.context_length());
   Continuation continuation(tokenizer, options, prompt, session.vocab_size());
 
   GenerationResult result;

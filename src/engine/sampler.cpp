@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cassert>
 #include <cmath>
 #include <iterator>
 #include <limits>
@@ -147,8 +146,8 @@ void Sampler::set_prompt(std::span<const int32_t> prompt) {
 }
 
 void Sampler::accept(int32_t token) {
-  assert(token >= 0 && token < vocab_size_);
-  if (token < 0 || token >= vocab_size_) return;
+  // Prompts are checked (prompt_check.h) and sampled ids come from here, so this only catches a caller's bug.
+  if (token < 0 || token >= vocab_size_) fail("Sampler::accept: token id ", token, " outside [0, ", vocab_size_, ")");
   const auto id = static_cast<size_t>(token);
   if (!in_context_[id]) {
     in_context_[id] = 1;
@@ -187,9 +186,10 @@ void Sampler::apply_penalties(std::span<float> logits) const {
 }
 
 int32_t Sampler::sample(std::span<float> logits) {
-  assert(logits.size() == static_cast<size_t>(vocab_size_));
-  const size_t vocab = std::min(logits.size(), static_cast<size_t>(vocab_size_));
-  logits = logits.first(vocab);
+  if (logits.size() != static_cast<size_t>(vocab_size_)) {
+    fail("Sampler::sample: ", logits.size(), " logits for a vocabulary of ", vocab_size_);
+  }
+  const size_t vocab = logits.size();
 
   apply_penalties(logits);
   // NaN becomes -inf so that no later comparison sees it.

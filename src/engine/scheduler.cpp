@@ -1,5 +1,7 @@
 #include "engine/scheduler.h"
 
+#include "engine/prompt_check.h"
+
 #include <algorithm>
 
 #include "core/error.h"
@@ -120,14 +122,7 @@ Scheduler::~Scheduler() {
 }
 
 std::unique_ptr<RequestHandle> Scheduler::try_submit(std::vector<int32_t> prompt, GenerationOptions options) {
-  if (prompt.empty()) fail("the prompt is empty: there is nothing to continue from");
-  for (int32_t id : prompt) {
-    if (id < 0 || id >= vocab_size_) fail("token id ", id, " is outside the vocabulary [0, ", vocab_size_, ")");
-  }
-  if (static_cast<int64_t>(prompt.size()) >= context_length_) {
-    fail("the prompt has ", prompt.size(), " tokens; the context holds ", context_length_,
-         " with room for at least one generated token");
-  }
+  check_prompt(prompt, vocab_size_, 0, context_length_);
   if (options.max_new_tokens < 1) fail("max_new_tokens must be at least 1");
   options.sampling.validate();
 

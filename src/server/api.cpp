@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/utf8.h"
 #include "engine/chat.h"
+#include "engine/prompt_check.h"
 
 namespace ernie::server {
 namespace {
@@ -65,16 +66,11 @@ class Fields {
   const json& object_;
 };
 
-json parse_object(std::string_view body) {
+json parse_object(std::string_view body, const RequestLimits& limits) {
   if (const auto at = utf8::first_invalid(body)) {
     invalid("", "the request body is not valid UTF-8 (byte " + std::to_string(*at) + ")", "invalid_utf8");
   }
-  json value;
-  try {
-    value = json::parse(body);
-  } catch (const json::parse_error& e) {
-    invalid("", std::string("the request body is not valid JSON: ") + e.what(), "invalid_json");
-  }
+  json value = parse_json(body, limits.max_json_depth);
   if (!value.is_object()) invalid("", std::string("the request body must be a JSON object, not ") + value.type_name());
   return value;
 }
@@ -110,7 +106,7 @@ void refuse_unsupported(const Fields& fields) {
 }
 
 // Sampling and length fields shared by the completion endpoints, applied over generation_config.json's defaults.
-void apply_sampling(const Fields& fields, GenerationOptions& o) {
+void apply_sampling(const Fields& fields, const RequestLimits& limits, GenerationOptions& o) {
   SamplingParams& s = o.sampling;
   if (const auto v = fields.ranged("temperature", 0, 2)) s.temperature = *v;
   if (const auto v = fields.ranged("top_p", 0, 1, /*open_low=*/true)) s.top_p = *v;
@@ -129,9 +125,19 @@ void apply_sampling(const Fields& fields, GenerationOptions& o) {
       o.stop_strings = {stop->get<std::string>()};
     } else if (stop->is_array() &&
                std::all_of(stop->begin(), stop->end(), [](const json& s) { return s.is_string(); })) {
+      if (stop->size() > static_cast<size_t>(limits.max_stop_strings)) {
+        invalid("stop", "'stop' has " + std::to_string(stop->size()) + " strings; the server accepts at most " +
+                            std::to_string(limits.max_stop_strings));
+      }
       o.stop_strings = stop->get<std::vector<std::string>>();
     } else {
       invalid("stop", "'stop' must be a string or an array of strings", "invalid_type");
+    }
+    for (const std::string& s : o.stop_strings) {
+      if (s.size() > limits.max_stop_bytes) {
+        invalid("stop", "a stop string has " + std::to_string(s.size()) + " bytes; the server accepts at most " +
+                            std::to_string(limits.max_stop_bytes));
+      }
     }
   }
   try {
@@ -141,17 +147,16 @@ void apply_sampling(const Fields& fields, GenerationOptions& o) {
   }
 }
 
-// max_tokens against the context: a prompt must leave room to generate, and an explicit max_tokens must fit beside
+// The prompt against the model (prompt_check.h), and max_tokens against the context: a prompt must leave room to generate, and an explicit max_tokens must fit beside
 // it; without one, generation stops at the default or where the context ends.
-void fit_context(const Fields& fields, const char* prompt_name, const char* max_tokens_name, size_t prompt_tokens,
-                 const ApiModel& model, GenerationOptions& o) {
+void fit_context(const Fields& fields, const char* prompt_name, const char* max_tokens_name,
+                 std::span<const int32_t> prompt, const ApiModel& model, GenerationOptions& o) {
   const int64_t context = model.context_length;
-  if (static_cast<int64_t>(prompt_tokens) >= context) {
-    invalid(prompt_name,
-            "This model's maximum context length is " + std::to_string(context) + " tokens; the prompt has " +
-                std::to_string(prompt_tokens) + " tokens, leaving no room to generate",
-            "context_length_exceeded");
+  if (const auto problem = find_prompt_problem(prompt, model.vocab_size, 0, context)) {
+    invalid(prompt_name, problem->message,
+            problem->kind == PromptProblem::Kind::NoRoom ? "context_length_exceeded" : "invalid_value");
   }
+  const size_t prompt_tokens = prompt.size();
   const int64_t room = context - static_cast<int64_t>(prompt_tokens);
   const auto requested = fields.integer(max_tokens_name);
   if (!requested) {
@@ -191,7 +196,8 @@ std::vector<int32_t> completion_prompt(const json* prompt, const ApiModel& model
     std::vector<int32_t> out;
     for (const json& v : *prompt) {
       const int64_t id = v.get<int64_t>();
-      if (id < 0 || id > INT32_MAX) invalid("prompt", "token id " + std::to_string(id) + " is out of range");
+      // Past int32 cannot be an id; the vocabulary check is fit_context's.
+      if (id < 0 || id > INT32_MAX) invalid("prompt", "token id " + std::to_string(id) + " is outside the vocabulary");
       out.push_back(static_cast<int32_t>(id));
     }
     return out;
@@ -204,10 +210,14 @@ std::vector<int32_t> completion_prompt(const json* prompt, const ApiModel& model
 }
 
 // The messages as the chat template expects them: role and a string content.
-json chat_messages(const json* messages) {
+json chat_messages(const json* messages, const RequestLimits& limits) {
   if (!messages) invalid("messages", "'messages' is required", "missing_field");
   if (!messages->is_array() || messages->empty()) {
     invalid("messages", "'messages' must be a non-empty array of {role, content} objects", "invalid_type");
+  }
+  if (messages->size() > static_cast<size_t>(limits.max_messages)) {
+    invalid("messages", "'messages' has " + std::to_string(messages->size()) + " entries; the server accepts at most " +
+                            std::to_string(limits.max_messages));
   }
   json out = json::array();
   for (size_t i = 0; i < messages->size(); ++i) {
@@ -286,31 +296,51 @@ json ApiError::body() const {
             {"code", code_}}}};
 }
 
+json parse_json(std::string_view text, int max_depth, const std::string& what) {
+  // The callback sees every value start with its depth before the parser descends, so a bomb of nested brackets
+  // stops at the limit with nothing deeper ever allocated.
+  const json::parser_callback_t bound_depth = [&](int depth, json::parse_event_t event, json&) {
+    const bool opens = event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+    if (opens && depth >= max_depth) {
+      invalid("", what + " nests arrays and objects deeper than " + std::to_string(max_depth) + " levels",
+              "json_too_deep");
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, bound_depth);
+  } catch (const json::parse_error& e) {
+    invalid("", what + " is not valid JSON: " + e.what(), "invalid_json");
+  } catch (const json::out_of_range& e) {
+    // nlohmann's number overflow (e.g. 1e999): not a number this API can take.
+    invalid("", what + " holds a number out of range: " + e.what(), "invalid_json");
+  }
+}
+
 GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
-  const json request = parse_object(body);
+  const json request = parse_object(body, model.limits);
   const Fields fields(request);
   check_model(fields, model);
   refuse_unsupported(fields);
   GenerationCall call{.endpoint = Endpoint::Completions, .options = model.defaults};
   read_stream_fields(fields, call);
-  apply_sampling(fields, call.options);
+  apply_sampling(fields, model.limits, call.options);
   call.prompt = completion_prompt(fields.get("prompt"), model);
-  if (call.prompt.empty()) invalid("prompt", "the prompt is empty: there is nothing to continue from");
-  fit_context(fields, "prompt", "max_tokens", call.prompt.size(), model, call.options);
+  fit_context(fields, "prompt", "max_tokens", call.prompt, model, call.options);
   return call;
 }
 
 GenerationCall parse_chat_completion(std::string_view body, const ApiModel& model) {
-  const json request = parse_object(body);
+  const json request = parse_object(body, model.limits);
   const Fields fields(request);
   check_model(fields, model);
   refuse_unsupported(fields);
   GenerationCall call{.endpoint = Endpoint::ChatCompletions, .options = chat_options(model)};
   read_stream_fields(fields, call);
-  apply_sampling(fields, call.options);
-  call.prompt = chat_prompt(chat_messages(fields.get("messages")), model);
+  apply_sampling(fields, model.limits, call.options);
+  call.prompt = chat_prompt(chat_messages(fields.get("messages"), model.limits), model);
   const bool newer_name = fields.get("max_completion_tokens") != nullptr;
-  fit_context(fields, "messages", newer_name ? "max_completion_tokens" : "max_tokens", call.prompt.size(), model,
+  fit_context(fields, "messages", newer_name ? "max_completion_tokens" : "max_tokens", call.prompt, model,
               call.options);
   return call;
 }
@@ -319,7 +349,7 @@ GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<
                              const ApiModel& model) {
   json request = json::object();
   const bool has_body = body.find_first_not_of(" \t\r\n") != std::string_view::npos;
-  if (has_body) request = parse_object(body);
+  if (has_body) request = parse_object(body, model.limits);
   // Query parameters fill in what the body lacks; their values read as JSON scalars ("0.5" is a number).
   for (const auto& [name, value] : query) {
     if (request.contains(name)) continue;
@@ -329,8 +359,12 @@ GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<
       }
       request[name] = value;
     } else {
-      request[name] = json::parse(value, nullptr, /*allow_exceptions=*/false);
-      if (request[name].is_discarded()) request[name] = value;
+      // A value that is not JSON is the string itself ("?seed=abc" then fails as a string, naming the field).
+      try {
+        request[name] = parse_json(value, model.limits.max_json_depth, "query parameter '" + name + "'");
+      } catch (const ApiError&) {
+        request[name] = value;
+      }
     }
   }
   const Fields fields(request);
@@ -346,7 +380,7 @@ GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<
   if (const auto v = fields.integer("seed")) s.seed = static_cast<uint64_t>(*v);
   const json messages = json::array({{{"role", "user"}, {"content", text->get<std::string>()}}});
   call.prompt = chat_prompt(messages, model);
-  fit_context(fields, "text", "max_tokens", call.prompt.size(), model, call.options);
+  fit_context(fields, "text", "max_tokens", call.prompt, model, call.options);
   return call;
 }
 

@@ -39,6 +39,15 @@ class ApiError : public std::runtime_error {
 
 enum class Endpoint { Predict, Completions, ChatCompletions };
 
+// Bounds on what one request may ask for, beyond the body size the HTTP layer enforces. Each is a flag of
+// `ernie serve`; going past one is a 400 that names the field and the limit.
+struct RequestLimits {
+  int max_json_depth = 64;       // nesting of arrays and objects, checked while parsing, before any DOM exists
+  int max_stop_strings = 16;     // entries of "stop"
+  size_t max_stop_bytes = 256;   // bytes of one stop string
+  int max_messages = 1024;       // entries of "messages"
+};
+
 // What the parsers need of the served model.
 struct ApiModel {
   const Tokenizer& tokenizer;
@@ -46,6 +55,8 @@ struct ApiModel {
   GenerationOptions defaults;         // generation_config.json's, as default_generation_options() gives them
   std::string id;                     // the name clients pass as "model"
   int context_length;
+  int vocab_size;
+  RequestLimits limits = {};
 };
 
 struct GenerationCall {
@@ -81,6 +92,10 @@ std::string stream_role_chunk(const ResponseInfo& info);
 // The event with the token counts (stream_options.include_usage): empty choices, "usage" set.
 std::string stream_usage_chunk(const ResponseInfo& info, const RequestSummary& summary);
 std::string sse_event(const nlohmann::json& data);
+
+// Parses `text` as JSON no deeper than `max_depth`; raises ApiError (400) for anything else: malformed JSON, numbers
+// no double can hold (1e999), nesting past the limit. Nothing else escapes. `what` names the text in messages.
+nlohmann::json parse_json(std::string_view text, int max_depth, const std::string& what = "the request body");
 
 // Serializes without throwing: invalid UTF-8 (never expected here) becomes U+FFFD.
 std::string dump(const nlohmann::json& value);

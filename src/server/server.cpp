@@ -1,9 +1,12 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <malloc.h>
 #include <sys/socket.h>
 
 #include <array>
+#include <chrono>
+#include <cstdio>
 #include <random>
 
 #include "core/error.h"
@@ -17,6 +20,9 @@ using nlohmann::json;
 // after its client went away.
 constexpr auto kClientPoll = std::chrono::milliseconds(50);
 
+// A request body past this size marks the memory it took for release when the server goes idle.
+constexpr size_t kLargeBody = 64 * 1024;
+
 constexpr std::array<const char*, 6> kRoutes = {"/predict",   "/v1/completions", "/v1/chat/completions",
                                                 "/v1/models", "/health",         "/metrics"};
 
@@ -27,6 +33,10 @@ void send_json(httplib::Response& res, int status, const json& body) {
 
 void send_error(httplib::Response& res, const ApiError& error) {
   send_json(res, error.status(), error.body());
+}
+
+void log_internal_error(const std::string& where, const std::string& what) {
+  std::fprintf(stderr, "ernie: internal error in %s: %s\n", where.c_str(), what.c_str());
 }
 
 uint64_t random_u64() {
@@ -109,7 +119,8 @@ class Relay {
     if (summary.cancelled || !summary.error.empty()) {
       const ApiError error = summary.error.empty()
                                  ? ApiError(503, "cancelled", "the request was cancelled: the server is shutting down")
-                                 : ApiError(500, "internal_error", "generation failed: " + summary.error);
+                                 : ApiError(500, "internal_error", "internal server error: generation failed");
+      if (!summary.error.empty()) log_internal_error("generation", summary.error);
       return stream_ ? sse_event(error.body()) + "data: [DONE]\n\n" : dump(error.body());
     }
     if (!stream_) return dump(completion_body(info_, text, summary));
@@ -147,10 +158,10 @@ class Server::InFlight {
   Server& server_;
 };
 
-Server::Server(ServerOptions options) : options_(std::move(options)), http_(std::make_unique<httplib::Server>()) {
-  const size_t threads =
-      static_cast<size_t>(options_.scheduler.max_running) + static_cast<size_t>(options_.scheduler.max_waiting) + 8;
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+Server::Server(ServerOptions options)
+    : options_(std::move(options)),
+      http_(std::make_unique<GuardedHttpServer>(options_.connection,
+                                                [this](int status) { metrics_.count_http("other", status); })) {
   http_->set_payload_max_length(options_.max_body_bytes);
   // SO_REUSEADDR to restart at once on a port in TIME_WAIT, but not cpp-httplib's default SO_REUSEPORT, with which a
   // second server on the same port would silently take half the connections instead of failing to start.
@@ -217,11 +228,24 @@ bool Server::draining() {
 }
 
 void Server::leave() {
+  bool idle;
   {
     std::lock_guard lock(in_flight_mutex_);
-    --in_flight_;
+    idle = --in_flight_ == 0;
   }
   in_flight_done_.notify_all();
+  if (idle) release_memory();
+}
+
+// glibc keeps what a burst freed in its arenas (one per few threads, and the server has many threads), so the RSS
+// would stay at the burst's peak. When the server goes idle after large requests, or a second after the last time,
+// the free memory goes back to the system.
+void Server::release_memory() {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(trim_mutex_);
+  if (!large_request_seen_.exchange(false) && now - last_trim_ < std::chrono::seconds(1)) return;
+  last_trim_ = now;
+  ::malloc_trim(0);
 }
 
 void Server::shutdown() {
@@ -280,15 +304,17 @@ void Server::install_routes() {
     return httplib::Server::HandlerResponse::Handled;
   }));
 
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr error) {
-    std::string what = "unknown error";
+  // Whatever escapes a handler is our bug, not the client's: a generic answer, the details in the log only.
+  http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr error) {
+    std::string what = "unknown exception";
     try {
       std::rethrow_exception(error);
     } catch (const std::exception& e) {
       what = e.what();
     } catch (...) {
     }
-    send_error(res, ApiError(500, "internal_error", "internal error: " + what));
+    log_internal_error(req.method + " " + req.path, what);
+    send_error(res, ApiError(500, "internal_error", "internal server error"));
   });
 
   http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
@@ -307,7 +333,10 @@ void Server::install_routes() {
   const auto route = [this](Endpoint endpoint) {
     return [this, endpoint](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
       std::string body;
-      if (read_body(req, res, reader, options_.max_body_bytes, body)) generate(req, body, res, endpoint);
+      if (read_body(req, res, reader, options_.max_body_bytes, body)) {
+        if (body.size() > kLargeBody) large_request_seen_ = true;
+        generate(req, body, res, endpoint);
+      }
     };
   };
   http.Post("/predict", route(Endpoint::Predict));
@@ -341,7 +370,9 @@ void Server::generate(const httplib::Request& req, const std::string& body, http
                    .chat_template = chat_template_ ? &*chat_template_ : nullptr,
                    .defaults = defaults_,
                    .id = served_.id,
-                   .context_length = scheduler_->context_length()};
+                   .context_length = scheduler_->context_length(),
+                   .vocab_size = served_.model->config().vocab_size,
+                   .limits = options_.limits};
     // Without a "seed", sampling differs from request to request, as OpenAI's does.
     model.defaults.sampling.seed = random_u64();
     GenerationCall call;

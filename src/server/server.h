@@ -12,13 +12,18 @@
 // makes that immediate). Errors are OpenAI-shaped ({"error": {...}}) with the matching status; nothing a client sends
 // can stop the server.
 //
-// Threads: cpp-httplib answers each connection on a pool thread. A generation request's thread parses and submits it,
-// then relays the scheduler's output to its socket, checking the socket while it waits: a client that goes away
-// cancels its request. The pool holds a thread for every request the scheduler can hold (running + waiting) plus a
-// few for /health, /metrics and refusals, so a full queue is answered with 503 rather than left unread.
+// Threads: cpp-httplib answers each connection on a pool thread, with a thread for every connection allowed
+// (connection.h), so /health, /metrics and 503s stay answerable whatever the slow or busy clients hold. A generation
+// request's thread parses and submits it, then relays the scheduler's output to its socket, checking the socket
+// while it waits: a client that goes away cancels its request.
+//
+// Nothing a client sends can take the server down or hold what others need: the body is bounded (413), the head
+// (431) and the time to send them (408), the connections (503), each request's contents (400, RequestLimits), and
+// an exception reaching the HTTP layer is a 500 with a generic message, its details logged to stderr only.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <ctime>
@@ -32,15 +37,10 @@
 #include "model/config.h"
 #include "model/model.h"
 #include "server/api.h"
+#include "server/connection.h"
 #include "server/metrics.h"
 #include "server/system_probe.h"
 #include "tokenizer/tokenizer.h"
-
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
 
 namespace ernie::server {
 
@@ -49,6 +49,8 @@ struct ServerOptions {
   int port = 8080;                  // 0 picks a free port (listen() returns it)
   std::string api_key;              // non-empty: every route but /health needs "Authorization: Bearer <key>"
   size_t max_body_bytes = 1 << 20;  // larger request bodies get 413
+  RequestLimits limits;             // what one request may ask for (400 beyond)
+  ConnectionLimits connection;      // connections, head size, timeouts (503, 431, 408 beyond)
   SchedulerOptions scheduler;       // slots, queue, context, prefill chunk; its on_step runs after the metrics'
 };
 
@@ -97,9 +99,10 @@ class Server {
   std::shared_ptr<InFlight> enter();  // null once draining
   void leave();
   bool draining();
+  void release_memory();
 
   ServerOptions options_;
-  std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<GuardedHttpServer> http_;
   std::thread listener_;
   int listening_fd_ = -1;
   Metrics metrics_;
@@ -117,6 +120,9 @@ class Server {
   int in_flight_ = 0;
   bool draining_ = false;
   std::atomic<uint64_t> next_id_{0};
+  std::atomic<bool> large_request_seen_{false};
+  std::mutex trim_mutex_;  // guards last_trim_
+  std::chrono::steady_clock::time_point last_trim_{};
 };
 
 }  // namespace ernie::server
