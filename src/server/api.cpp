@@ -66,6 +66,13 @@ class Fields {
   const json& object_;
 };
 
+// nlohmann's message without its "[json.exception.parse_error.101] " tag, which says nothing to a client.
+std::string without_library_prefix(const json::exception& e) {
+  const std::string_view message = e.what();
+  const size_t end = message.starts_with("[json.exception.") ? message.find("] ") : std::string_view::npos;
+  return std::string(end == std::string_view::npos ? message : message.substr(end + 2));
+}
+
 json parse_object(std::string_view body, const RequestLimits& limits) {
   if (const auto at = utf8::first_invalid(body)) {
     invalid("", "the request body is not valid UTF-8 (byte " + std::to_string(*at) + ")", "invalid_utf8");
@@ -310,10 +317,10 @@ json parse_json(std::string_view text, int max_depth, const std::string& what) {
   try {
     return json::parse(text, bound_depth);
   } catch (const json::parse_error& e) {
-    invalid("", what + " is not valid JSON: " + e.what(), "invalid_json");
+    invalid("", what + " is not valid JSON: " + without_library_prefix(e), "invalid_json");
   } catch (const json::out_of_range& e) {
     // nlohmann's number overflow (e.g. 1e999): not a number this API can take.
-    invalid("", what + " holds a number out of range: " + e.what(), "invalid_json");
+    invalid("", what + " holds a number out of range: " + without_library_prefix(e), "invalid_json");
   }
 }
 
