@@ -4,10 +4,12 @@
 #include <malloc.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <thread>
 
 #include "core/error.h"
 
@@ -158,8 +160,22 @@ class Server::InFlight {
   Server& server_;
 };
 
+// The server's allocation policy, set before its threads start. glibc gives threads up to 8 arenas per core and
+// serves large blocks from them once a freed mmap raised its threshold; with a thread per connection, memory freed
+// after a burst of large requests then stays fragmented over many arenas (measured: 16 concurrent 950 KB text
+// prompts left the RSS at 144 MB instead of 24). Few arenas and a fixed mmap threshold let it go back.
+static void set_allocation_policy() {
+  static const bool once = [] {
+    const int arenas = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 4u));
+    ::mallopt(M_ARENA_MAX, arenas);
+    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    return true;
+  }();
+  (void)once;
+}
+
 Server::Server(ServerOptions options)
-    : options_(std::move(options)),
+    : options_((set_allocation_policy(), std::move(options))),
       http_(std::make_unique<GuardedHttpServer>(options_.connection,
                                                 [this](int status) { metrics_.count_http("other", status); })) {
   http_->set_payload_max_length(options_.max_body_bytes);
