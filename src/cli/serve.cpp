@@ -106,7 +106,8 @@ void add_limit_options(CLI::App& cmd, server::ServerOptions& s) {
   add_seconds(cmd, "--write-timeout", c.write_timeout, "Time a response write may wait on a client not reading");
   add_seconds(cmd, "--keepalive-timeout", c.keepalive_timeout, "Idle time before a keep-alive connection is closed");
   server::RequestLimits& r = s.limits;
-  cmd.add_option("--max-json-depth", r.max_json_depth, "Deepest nesting of arrays/objects in a request body: 400 beyond")
+  cmd.add_option("--max-json-depth", r.max_json_depth,
+                 "Deepest nesting of arrays/objects in a request body: 400 beyond")
       ->capture_default_str()
       ->check(CLI::Range(2, 1000));
   cmd.add_option("--max-stop", r.max_stop_strings, "Most stop strings in a request")

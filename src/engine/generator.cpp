@@ -1,12 +1,11 @@
 #include "engine/generator.h"
 
-#include "engine/prompt_check.h"
-
 #include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
 #include "engine/continuation.h"
+#include "engine/prompt_check.h"
 
 namespace ernie {
 namespace {

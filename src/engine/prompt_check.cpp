@@ -12,9 +12,8 @@ std::optional<PromptProblem> find_prompt_problem(std::span<const int32_t> prompt
   }
   for (const int32_t id : prompt) {
     if (id < 0 || id >= vocab_size) {
-      return PromptProblem{Kind::TokenOutOfRange, "token id " + std::to_string(id) +
-                                                      " is outside the vocabulary [0, " + std::to_string(vocab_size) +
-                                                      ")"};
+      return PromptProblem{Kind::TokenOutOfRange, "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                                      std::to_string(vocab_size) + ")"};
     }
   }
   const int64_t total = cached_tokens + static_cast<int64_t>(prompt.size());
@@ -27,8 +26,7 @@ std::optional<PromptProblem> find_prompt_problem(std::span<const int32_t> prompt
   return std::nullopt;
 }
 
-void check_prompt(std::span<const int32_t> prompt, int64_t vocab_size, int64_t cached_tokens,
-                  int64_t context_length) {
+void check_prompt(std::span<const int32_t> prompt, int64_t vocab_size, int64_t cached_tokens, int64_t context_length) {
   if (auto problem = find_prompt_problem(prompt, vocab_size, cached_tokens, context_length)) fail(problem->message);
 }
 

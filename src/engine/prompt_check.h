@@ -20,7 +20,6 @@ struct PromptProblem {
 std::optional<PromptProblem> find_prompt_problem(std::span<const int32_t> prompt, int64_t vocab_size,
                                                  int64_t cached_tokens, int64_t context_length);
 // Raises ernie::Error with the problem's message.
-void check_prompt(std::span<const int32_t> prompt, int64_t vocab_size, int64_t cached_tokens,
-                  int64_t context_length);
+void check_prompt(std::span<const int32_t> prompt, int64_t vocab_size, int64_t cached_tokens, int64_t context_length);
 
 }  // namespace ernie

@@ -1,10 +1,9 @@
 #include "engine/scheduler.h"
 
-#include "engine/prompt_check.h"
-
 #include <algorithm>
 
 #include "core/error.h"
+#include "engine/prompt_check.h"
 
 namespace ernie {
 namespace detail {

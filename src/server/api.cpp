@@ -154,8 +154,9 @@ void apply_sampling(const Fields& fields, const RequestLimits& limits, Generatio
   }
 }
 
-// The prompt against the model (prompt_check.h), and max_tokens against the context: a prompt must leave room to generate, and an explicit max_tokens must fit beside
-// it; without one, generation stops at the default or where the context ends.
+// The prompt against the model (prompt_check.h), and max_tokens against the context: a prompt must leave room to
+// generate, and an explicit max_tokens must fit beside it; without one, generation stops at the default or where the
+// context ends.
 void fit_context(const Fields& fields, const char* prompt_name, const char* max_tokens_name,
                  std::span<const int32_t> prompt, const ApiModel& model, GenerationOptions& o) {
   const int64_t context = model.context_length;

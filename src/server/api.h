@@ -42,10 +42,10 @@ enum class Endpoint { Predict, Completions, ChatCompletions };
 // Bounds on what one request may ask for, beyond the body size the HTTP layer enforces. Each is a flag of
 // `ernie serve`; going past one is a 400 that names the field and the limit.
 struct RequestLimits {
-  int max_json_depth = 64;       // nesting of arrays and objects, checked while parsing, before any DOM exists
-  int max_stop_strings = 16;     // entries of "stop"
-  size_t max_stop_bytes = 256;   // bytes of one stop string
-  int max_messages = 1024;       // entries of "messages"
+  int max_json_depth = 64;      // nesting of arrays and objects, checked while parsing, before any DOM exists
+  int max_stop_strings = 16;    // entries of "stop"
+  size_t max_stop_bytes = 256;  // bytes of one stop string
+  int max_messages = 1024;      // entries of "messages"
 };
 
 // What the parsers need of the served model.

@@ -7,16 +7,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <string>
 
 #include "server/api.h"
 

@@ -38,7 +38,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr std::string_view kMetaSpace = "\xE2\x96\x81";             // U+2581, SentencePiece's space
+constexpr std::string_view kMetaSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 
 // The attributes transformers calls SPECIAL_TOKENS_ATTRIBUTES (minus the lists), in the order it knows them.
 constexpr std::string_view kNamedSpecialTokens[] = {"bos_token", "eos_token", "unk_token", "pad_token",
@@ -236,7 +236,7 @@ Tokenizer::~Tokenizer() = default;
 namespace {
 
 std::unique_ptr<sentencepiece::SentencePieceProcessor> load_sentencepiece(const std::string& serialized,
-                                                                         const std::string& source) {
+                                                                          const std::string& source) {
   auto sp = std::make_unique<sentencepiece::SentencePieceProcessor>();
   if (const auto status = sp->LoadFromSerializedProto(serialized); !status.ok()) {
     fail(source, ": not a valid SentencePiece model (", status.ToString(), ")");

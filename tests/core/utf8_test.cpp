@@ -135,7 +135,9 @@ TEST(Utf8, FirstInvalidNamesTheOffendingByte) {
 }
 
 TEST(Utf8, InvalidBytesDecodeOneAtATime) {
-  const std::string s = "\xE4\xBD" "a";  // a 3-byte character cut short, then 'a'
+  const std::string s =
+      "\xE4\xBD"
+      "a";  // a 3-byte character cut short, then 'a'
   EXPECT_EQ(utf8::decode(s, 0).length, 1u);
   EXPECT_FALSE(utf8::decode(s, 0).valid);
   EXPECT_EQ(utf8::decode(s, 0).code_point, 0xFFFDu);

@@ -182,6 +182,27 @@ TEST(Hardening, ConnectionsPastTheCapGet503AtOnce) {
   expect_still_serving(s);
 }
 
+TEST(Hardening, IdleKeepAliveConnectionsAreClosed) {
+  auto options = ernie::testing::test_options();
+  options.connection.keepalive_timeout = 400ms;
+  TestServer s(options);
+  RawSocket c(s.port);
+  const std::string request = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  c.send(request);
+  std::this_thread::sleep_for(150ms);
+  ASSERT_TRUE(c.send(request));  // within the keep-alive time: the same connection carries it
+  const auto start = std::chrono::steady_clock::now();
+  const std::string received = c.read_until_closed(5s);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  size_t answers = 0;
+  for (size_t at = received.find("HTTP/1.1 200"); at != std::string::npos; at = received.find("HTTP/1.1 200", at + 1)) {
+    ++answers;
+  }
+  EXPECT_EQ(answers, 2u) << received;
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_LT(seconds, 2.0) << "closed after the 0.4 s keep-alive timeout, not the client's 5 s";
+}
+
 TEST(Hardening, PromptsOutsideTheModelAreOneLayersErrors) {
   TestServer s;
   // The fixture's vocabulary has fewer ids than this; the same check the scheduler makes names it.

@@ -33,7 +33,9 @@ int env_int(const char* name, int fallback) {
 }
 
 json valid_body(int i) {
-  return {{"prompt", "Request " + std::to_string(i % 10)}, {"max_tokens", 4 + i % 5}, {"temperature", 0},
+  return {{"prompt", "Request " + std::to_string(i % 10)},
+          {"max_tokens", 4 + i % 5},
+          {"temperature", 0},
           {"stream", i % 2 == 1}};
 }
 
@@ -103,7 +105,8 @@ void send_hostile(const TestServer& s, int i, Tally& tally) {
       break;
     }
     case 2: {
-      const Reply r = s.post("/v1/chat/completions", std::string("{\"messages\": [{\"role\": \"user\", \"content\": \"\xC0\xAF\"}]}"));
+      const Reply r = s.post("/v1/chat/completions",
+                             std::string("{\"messages\": [{\"role\": \"user\", \"content\": \"\xC0\xAF\"}]}"));
       tally.add("invalid UTF-8", std::to_string(r.status), r.status == 400);
       break;
     }
@@ -154,7 +157,8 @@ void send_hostile(const TestServer& s, int i, Tally& tally) {
       RawSocket c(s.port);
       c.send("GET /health HTTP/1.1\r\nX-Big: " + std::string(40'000, 'x') + "\r\n\r\n");
       c.read_until_closed(5s);
-      tally.add("header bomb", std::to_string(c.status()), c.status() == 431 || (c.status() == 0 && c.closed_by_peer()));
+      tally.add("header bomb", std::to_string(c.status()),
+                c.status() == 431 || (c.status() == 0 && c.closed_by_peer()));
       break;
     }
   }
