@@ -2,6 +2,7 @@
 // it and writes its JSON, and SIGTERM stops the server with exit status 0.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -113,8 +114,8 @@ TEST(Serve, BenchDrivesTheServerAndSigtermStopsItCleanly) {
 
   TempDir tmp;
   const auto json_path = tmp.path() / "bench.json";
-  const Finished bench = run("bench --server " + url + " --concurrency 1,3 --requests 6 --prompt-len 20 --gen 5 --json " +
-                        json_path.string());
+  const Finished bench = run("bench --server " + url +
+                             " --concurrency 1,3 --requests 6 --prompt-len 20 --gen 5 --json " + json_path.string());
   ASSERT_EQ(bench.exit_code, 0) << bench.out;
   EXPECT_NE(bench.out.find("TTFT p50/p95/p99"), std::string::npos) << bench.out;
   const auto report = ernie::testing::read_json(json_path);
@@ -141,8 +142,8 @@ TEST(Serve, BenchWithoutServerIsAUsageError) {
 }
 
 TEST(Serve, BenchAgainstNoServerFailsClearly) {
-  const Finished r = run(
-      "bench --server http://127.0.0.1:1 --concurrency 1 --requests 1 --gen 1 --prompt-len 1 --ready-timeout 0.5");
+  const Finished r =
+      run("bench --server http://127.0.0.1:1 --concurrency 1 --requests 1 --gen 1 --prompt-len 1 --ready-timeout 0.5");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("was not ready within --ready-timeout 0.5 s (connection"), std::string::npos) << r.out;
 }
@@ -155,6 +156,34 @@ TEST(Serve, AnUnusablePortIsAClearError) {
   EXPECT_EQ(second.exit_code, 1);
   EXPECT_NE(second.out.find("cannot listen on 127.0.0.1:" + port), std::string::npos) << second.out;
   EXPECT_EQ(first.stop(SIGINT), 0) << first.err();
+}
+
+TEST(Serve, LimitFlagsReachTheServer) {
+  Child server({ERNIE_BINARY, "serve", "--model", fixture("tiny-ernie/model").string(), "--port", "0",
+                "--max-json-depth", "8", "--max-stop", "2", "--max-stop-bytes", "4", "--max-body-bytes", "2048",
+                "--max-headers", "8", "--max-messages", "1"});
+  const std::string port = server.wait_for(std::regex("ready at http://127\\.0\\.0\\.1:([0-9]+)"));
+  ASSERT_FALSE(port.empty()) << server.err();
+  httplib::Client client("127.0.0.1", std::stoi(port));
+  const auto status = [&](const std::string& body, const httplib::Headers& headers = {}) {
+    const auto r = client.Post("/v1/completions", headers, body, "application/json");
+    return r ? r->status : 0;
+  };
+  // The body's object and 7 arrays are 8 levels: allowed; one more is not.
+  EXPECT_EQ(status(R"({"prompt": "hi", "max_tokens": 1, "x": [[[[[[[]]]]]]]})"), 200);
+  EXPECT_EQ(status(R"({"prompt": "hi", "max_tokens": 1, "x": [[[[[[[[]]]]]]]]})"), 400);
+  EXPECT_EQ(status(R"({"prompt": "hi", "stop": ["a", "b", "c"]})"), 400);
+  EXPECT_EQ(status(R"({"prompt": "hi", "stop": "abcde"})"), 400);
+  EXPECT_EQ(status(R"({"prompt": ")" + std::string(3000, 'a') + "\"}"), 413);
+  httplib::Headers many;
+  for (int i = 0; i < 9; ++i) many.emplace("X-" + std::to_string(i), "1");
+  EXPECT_EQ(status(R"({"prompt": "hi", "max_tokens": 1})", many), 431);
+  const auto chat = client.Post("/v1/chat/completions",
+                                R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})",
+                                "application/json");
+  ASSERT_TRUE(chat);
+  EXPECT_EQ(chat->status, 400);
+  EXPECT_EQ(server.stop(SIGTERM), 0) << server.err();
 }
 
 }  // namespace
