@@ -104,6 +104,7 @@ class GuardedStream final : public httplib::Stream {
     in_head_ = true;
     head_bytes_ = 0;
     head_lines_ = 0;
+    body_bytes_ = 0;
     const auto now = Clock::now();
     request_deadline_ = now + limits_.read_timeout;
     head_deadline_ = std::min(request_deadline_, now + limits_.header_timeout);
@@ -153,7 +154,7 @@ class GuardedStream final : public httplib::Stream {
       end_ = static_cast<size_t>(n);
     }
     const size_t n = std::min(size, buffered());
-    if (in_head_ && !count_head(buffer_ + begin_, n)) return -1;
+    if (in_head_ ? !count_head(buffer_ + begin_, n) : !count_body(n)) return -1;
     std::memcpy(out, buffer_ + begin_, n);
     begin_ += n;
     return static_cast<ssize_t>(n);
@@ -204,6 +205,14 @@ class GuardedStream final : public httplib::Stream {
     return false;
   }
 
+  bool count_body(size_t n) {
+    body_bytes_ += n;
+    const size_t framing = limits_.max_body_bytes / 8 + 64 * 1024;
+    if (body_bytes_ <= limits_.max_body_bytes + framing) return true;
+    refuse(413, "Payload Too Large", "payload_too_large", "the request body is larger than the server accepts");
+    return false;
+  }
+
   // Answers with an error of this layer's own and ends the connection: cpp-httplib's reads and writes fail from
   // here on, so whatever it would still say is not sent.
   void refuse(int status, const char* reason, const char* code, const std::string& message) {
@@ -220,7 +229,7 @@ class GuardedStream final : public httplib::Stream {
   size_t begin_ = 0, end_ = 0;
   bool in_head_ = true;
   bool refused_ = false;
-  size_t head_bytes_ = 0, head_lines_ = 0;
+  size_t head_bytes_ = 0, head_lines_ = 0, body_bytes_ = 0;
   Clock::time_point head_deadline_, request_deadline_;
 };
 

@@ -7,7 +7,8 @@
 //    and the thread pool has a thread for each connection allowed, so a slow client never waits for a worker and
 //    never keeps one from anybody else;
 //  - a request's head (request line and headers) must arrive within header_timeout and stay within
-//    max_header_bytes and max_headers (else 431), the whole request within read_timeout (else 408);
+//    max_header_bytes and max_headers (else 431), the whole request within read_timeout (else 408), and what
+//    follows the head within about max_body_bytes (else 413);
 //  - a write that cannot proceed for write_timeout fails (a client that stopped reading), and an idle keep-alive
 //    connection is closed after keepalive_timeout.
 // Sockets are waited on with poll(), never select(), so descriptors past FD_SETSIZE are safe.
@@ -31,6 +32,9 @@ struct ConnectionLimits {
   std::chrono::milliseconds write_timeout{30'000};
   std::chrono::milliseconds keepalive_timeout{5'000};
   int keepalive_requests = 100;  // requests one connection may carry before it is closed
+  // Bytes a request may send after its head: the body limit plus room for chunked framing. The routes check the
+  // body itself (413); this bounds what cpp-httplib buffers on its own, such as a chunk-size line with no end.
+  size_t max_body_bytes = 1 << 20;
 };
 
 class GuardedHttpServer : public httplib::Server {

@@ -164,6 +164,11 @@ class Server::InFlight {
 // serves large blocks from them once a freed mmap raised its threshold; with a thread per connection, memory freed
 // after a burst of large requests then stays fragmented over many arenas (measured: 16 concurrent 950 KB text
 // prompts left the RSS at 144 MB instead of 24). Few arenas and a fixed mmap threshold let it go back.
+static ConnectionLimits with_body_limit(ConnectionLimits limits, size_t max_body_bytes) {
+  limits.max_body_bytes = max_body_bytes;
+  return limits;
+}
+
 static void set_allocation_policy() {
   static const bool once = [] {
     const int arenas = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 2u, 4u));
@@ -176,7 +181,7 @@ static void set_allocation_policy() {
 
 Server::Server(ServerOptions options)
     : options_((set_allocation_policy(), std::move(options))),
-      http_(std::make_unique<GuardedHttpServer>(options_.connection,
+      http_(std::make_unique<GuardedHttpServer>(with_body_limit(options_.connection, options_.max_body_bytes),
                                                 [this](int status) { metrics_.count_http("other", status); })) {
   http_->set_payload_max_length(options_.max_body_bytes);
   // SO_REUSEADDR to restart at once on a port in TIME_WAIT, but not cpp-httplib's default SO_REUSEPORT, with which a

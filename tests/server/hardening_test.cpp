@@ -128,6 +128,18 @@ TEST(Hardening, OversizedHeadsGet431) {
   EXPECT_GE(s.metric("ernie_http_requests_total{endpoint=\"other\",status=\"431\"}"), 3);
 }
 
+TEST(Hardening, AChunkSizeLineWithoutEndIsCutAtTheBodyLimit) {
+  TestServer s;  // 64 KiB bodies
+  RawSocket c(s.port);
+  c.send("POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+  const std::string digits(16 * 1024, '0');
+  for (int i = 0; i < 64 && c.send(digits); ++i) {
+  }
+  c.read_until_closed(5s);
+  EXPECT_EQ(c.status(), 413) << c.read_until_closed(0ms).substr(0, 200);
+  expect_still_serving(s);
+}
+
 TEST(Hardening, SlowClientsGet408AndNeverHoldOthersUp) {
   auto options = ernie::testing::test_options();
   options.connection.header_timeout = 800ms;
