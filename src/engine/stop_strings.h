@@ -39,6 +39,11 @@ class StopStringMatcher {
   size_t held_bytes() const { return held_.size(); }
 
  private:
+  // Where the first complete stop string in held_ starts (npos if none), and where the earliest tail of held_
+  // that is a proper prefix of a stop string starts (held_.size() if none).
+  size_t first_match() const;
+  size_t first_partial() const;
+
   std::vector<std::string> stop_strings_;
   std::string held_;
   bool stopped_ = false;

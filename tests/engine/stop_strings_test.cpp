@@ -36,6 +36,46 @@ bool complete_utf8(const std::string& text) {
   return true;
 }
 
+// Found by stop_strings_fuzz: a complete match must wait while a stop string that starts before it may still
+// complete, since the one that starts first wins.
+TEST(StopStrings, AnEarlierStopStringStillGrowingDecidesTheCut) {
+  {
+    StopStringMatcher matcher({"bcd", "c"});
+    expect_result(matcher.push("xb"), "x", false);
+    expect_result(matcher.push("c"), "", false);  // "c" is complete, but "bc" may become "bcd"
+    expect_result(matcher.push("d"), "", true);   // it did: the cut is before "b"
+  }
+  {
+    StopStringMatcher matcher({"bcd", "c"});
+    expect_result(matcher.push("xb"), "x", false);
+    expect_result(matcher.push("c"), "", false);
+    expect_result(matcher.push("e"), "b", true);  // it did not: "c" decides
+  }
+  {
+    StopStringMatcher matcher({"bcd", "c"});
+    expect_result(matcher.push("xb"), "x", false);
+    expect_result(matcher.push("c"), "", false);
+    EXPECT_EQ(matcher.flush(), "b");  // the stream ended first: "c" still cuts what was held
+  }
+  {
+    // The fuzzer's case, in one push and byte by byte: the earliest start among abc, bcd and c is bcd's.
+    const std::string text = "xxa\xFE" "bcd";
+    StopStringMatcher whole({"abc", "bcd", "c"});
+    expect_result(whole.push(text), "xxa\xFE", true);
+    StopStringMatcher bytes({"abc", "bcd", "c"});
+    std::string out;
+    bool stopped = false;
+    for (const char c : text) {
+      const Result r = bytes.push(std::string(1, c));
+      out += r.text;
+      stopped = r.stopped;
+      if (stopped) break;
+    }
+    EXPECT_TRUE(stopped);
+    EXPECT_EQ(out, "xxa\xFE");
+  }
+}
+
 TEST(StopStrings, NoStopStringsPassesTextThrough) {
   StopStringMatcher matcher({});
   expect_result(matcher.push("Hello, "), "Hello, ", false);
