@@ -33,7 +33,8 @@ bool append_control_escape(std::string& out, char c);
 template <class... Parts>
 [[noreturn]] void fail_at(int line, Parts&&... parts) {
   std::ostringstream message;
-  (message << "chat template: " << ... << std::forward<Parts>(parts));
+  message << "chat template: ";
+  (message << ... << std::forward<Parts>(parts));  // a binary fold's init may not be a << expression (clang)
   message << " at line " << line;
   fail_line(message.str());
 }
