@@ -63,6 +63,10 @@ bool builds_data(EK kind) {
 
 }  // namespace
 
+Renderer::~Renderer() {
+  for (const auto& ns : namespaces_) ns->attrs.clear();
+}
+
 void Renderer::step(int line) {
   if (++steps_ > kMaxRenderSteps) step_limit(line);
 }
@@ -226,10 +230,16 @@ Flow Renderer::exec_for(const Node& node, const std::shared_ptr<Scope>& scope, s
     Json loop = {{"index", i + 1},  {"index0", i},        {"revindex", n - i}, {"revindex0", n - i - 1},
                  {"first", i == 0}, {"last", i + 1 == n}, {"length", n},       {"depth", 1},
                  {"depth0", 0}};
-    if (i > 0) loop["previtem"] = to_element(items[i - 1], node.line);
-    if (i + 1 < n) loop["nextitem"] = to_element(items[i + 1], node.line);
+    // The neighbouring items are copies: charged as data (the fixed fields are not, they are freed each pass).
+    if (i > 0) {
+      charge_built(items[i - 1], node.line);
+      loop["previtem"] = to_element(items[i - 1], node.line);
+    }
+    if (i + 1 < n) {
+      charge_built(items[i + 1], node.line);
+      loop["nextitem"] = to_element(items[i + 1], node.line);
+    }
     Value loop_value = Value::data(std::move(loop));
-    charge_built(loop_value, node.line);  // the copies of the neighbouring items
     loop_value.is_loop = true;
     inner->vars["loop"] = std::move(loop_value);
     if (exec(node.body, inner, out) == Flow::Break) break;

@@ -21,6 +21,13 @@ enum class Flow { Normal, Break, Continue };
 
 class Renderer {
  public:
+  Renderer() = default;
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
+  // Empties the namespaces the render created: {% set ns.me = ns %} makes a namespace own itself, a cycle that
+  // shared_ptr alone would leak.
+  ~Renderer();
+
   Flow exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out);
   Value eval(const Expr& e, const std::shared_ptr<Scope>& scope);
 
@@ -28,6 +35,7 @@ class Renderer {
   int macro_depth_ = 0;
   uint64_t steps_ = 0;  // against kMaxRenderSteps
   uint64_t data_ = 0;   // against kMaxRenderData
+  std::vector<std::shared_ptr<Namespace>> namespaces_;  // every namespace() of this render
 
   // Count work against the render's budgets (common.h); fail once one is spent.
   void step(int line);
