@@ -92,6 +92,14 @@ SafetensorsArchive SafetensorsArchive::open(const std::filesystem::path& path) {
            view->file->filename().string());
     }
   }
+  // A shard may not hold more than the index says either: a tensor the index does not list means the shards and
+  // the index come from different exports (a stale shard), whichever of its copies would win.
+  for (const auto& [tensor, view] : archive.tensors_) {
+    if (!map_it->contains(tensor)) {
+      fail(index.string(), ": ", view.file->filename().string(), " holds tensor ", tensor,
+           ", which the index does not list");
+    }
+  }
   return archive;
 }
 

@@ -2,8 +2,8 @@
 // `model.safetensors.index.json`. Tensors are views into the mapped files; nothing is copied.
 //
 // Every structural problem (short file, bad header length, header not JSON, unknown dtype, offsets outside the
-// data block, byte size not matching the shape, shard missing a tensor the index promises) raises ernie::Error
-// naming the file and the tensor, before any tensor is used.
+// data block, byte size not matching the shape, shard missing a tensor the index promises or holding one it does
+// not list) raises ernie::Error naming the file and the tensor, before any tensor is used.
 #pragma once
 
 #include <cstdint>

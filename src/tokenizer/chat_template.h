@@ -17,7 +17,9 @@
 //  - raise_exception(msg) called by the template throws ernie::Error whose message contains msg. Every other
 //    runtime fault (type errors, division by zero, methods that would modify data, which the sandbox forbids) is
 //    an ernie::Error too. Nesting of templates, expressions, macro calls and data is bounded, so no template or
-//    context can crash the process.
+//    context can crash the process. So is the work of one render (jinja/common.h): more than ~500 K steps (statements,
+//    loop iterations, expressions), ~64 MB of data built, or 16 MiB of output raises ernie::Error naming the limit,
+//    so no template or context can hang it or exhaust memory either.
 //  - Where Python types show through, we differ on purpose: dicts from `context` iterate (and tojson) in
 //    nlohmann::json's sorted-key order (render_ordered() keeps the caller's order; dicts the template builds keep
 //    insertion order as in Python); tuples are lists (print as [1, 2]); map/select/reject/items return lists

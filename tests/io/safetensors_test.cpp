@@ -264,6 +264,18 @@ TEST(Safetensors, IndexAssigningATensorToTheWrongShardIsAnError) {
   EXPECT_MENTIONS(message, "model-00001-of-00002.safetensors");
 }
 
+TEST(Safetensors, ShardHoldingATensorTheIndexDoesNotListIsAnError) {
+  TempDir dir;
+  Shards s = write_two_shards(dir.path());
+  s.index["weight_map"].erase("layer.0.b");
+  write_text(dir.path() / "model.safetensors.index.json", s.index.dump());
+  const std::string message = open_error(dir.path());
+  EXPECT_MENTIONS(message, "layer.0.b");
+  EXPECT_MENTIONS(message, "model-00001-of-00002.safetensors");
+  EXPECT_MENTIONS(message, "model.safetensors.index.json");
+  EXPECT_MENTIONS(message, "does not list");
+}
+
 TEST(Safetensors, ShardNameLeavingTheDirectoryIsRefused) {
   TempDir root;
   const fs::path dir = root.path() / "checkpoint";

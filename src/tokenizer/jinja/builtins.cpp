@@ -101,6 +101,7 @@ Value Renderer::call_builtin(const std::string& name, const Args& args, int line
     Value ns;
     ns.kind = Value::Kind::Namespace;
     ns.ns = std::make_shared<Namespace>();
+    namespaces_.push_back(ns.ns);
     for (auto& [key, value] : entries) {
       if (Value* slot = ns.ns->find(key)) {
         *slot = value;

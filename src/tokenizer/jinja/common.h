@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -19,7 +20,14 @@ constexpr int kMaxExprDepth = 96;
 constexpr int kMaxBlockDepth = 96;
 constexpr int kMaxMacroDepth = 48;
 constexpr int kMaxDataDepth = 256;
-constexpr size_t kMaxBuiltSize = size_t{1} << 26;
+constexpr size_t kMaxBuiltSize = size_t{1} << 22;
+// One render's total work, so that loops, nested loops, recursion and growing data end in an ernie::Error instead
+// of a hang or an exhausted memory: steps are statements executed, loop iterations and expressions evaluated; data
+// is roughly the bytes of every value expressions build (lists, strings, copies; 16 per element plus string bytes)
+// and of the text written out. A long chat with tools takes tens of thousands of steps and a few megabytes.
+constexpr uint64_t kMaxRenderSteps = uint64_t{1} << 19;
+constexpr uint64_t kMaxRenderData = uint64_t{1} << 26;
+constexpr size_t kMaxOutputBytes = size_t{1} << 24;  // the rendered text of one template, macro or {% set %} block
 
 // Throws ernie::Error with `message`. Errors are one line (core/error.h) and may quote template or user text, so
 // control characters are escaped and the message is bounded.
@@ -33,7 +41,8 @@ bool append_control_escape(std::string& out, char c);
 template <class... Parts>
 [[noreturn]] void fail_at(int line, Parts&&... parts) {
   std::ostringstream message;
-  (message << "chat template: " << ... << std::forward<Parts>(parts));
+  message << "chat template: ";
+  (message << ... << std::forward<Parts>(parts));  // a binary fold's init may not be a << expression (clang)
   message << " at line " << line;
   fail_line(message.str());
 }

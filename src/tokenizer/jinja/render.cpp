@@ -1,8 +1,12 @@
 // Statements, expressions and macro calls; see render.h.
 #include "tokenizer/jinja/render.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <exception>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "tokenizer/jinja/builtins.h"
@@ -22,14 +26,82 @@ Value lookup(const std::shared_ptr<Scope>& scope, const std::string& name) {
   return Value::undefined("'" + name + "' is undefined");
 }
 
+// Roughly the bytes `j` occupies: 16 per element (a JSON node) plus its strings' bytes (keys too), counted until the
+// count passes `limit`, so that counting costs no more than the copy it is charged for.
+uint64_t data_units(const Json& j, uint64_t limit) {
+  constexpr uint64_t kNodeUnits = 16;
+  uint64_t units = 0;
+  std::vector<const Json*> todo = {&j};
+  while (!todo.empty() && units <= limit) {
+    const Json* x = todo.back();
+    todo.pop_back();
+    units += kNodeUnits;
+    if (x->is_string()) {
+      units += x->get_ref<const std::string&>().size();
+    } else if (x->is_object()) {
+      for (const auto& [key, item] : x->items()) {
+        units += key.size();
+        todo.push_back(&item);
+      }
+    } else if (x->is_array()) {
+      for (const auto& item : *x) todo.push_back(&item);
+    }
+  }
+  return units;
+}
+
+// Expressions whose value is new data (built, copied or computed) rather than a view of existing data.
+bool builds_data(EK kind) {
+  switch (kind) {
+    // List and dict displays charge each element before copying it in (so a doubling list fails before it is built).
+    case EK::Slice: case EK::Call: case EK::Filter: case EK::Binary: case EK::Concat:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
+
+Renderer::~Renderer() {
+  for (const auto& ns : namespaces_) ns->attrs.clear();
+}
+
+void Renderer::step(int line) {
+  if (++steps_ > kMaxRenderSteps) step_limit(line);
+}
+
+void Renderer::step_limit(int line) {
+  fail_at(line, "rendering takes more than ", kMaxRenderSteps, " steps (a loop or recursion that does not end?)");
+}
+
+void Renderer::charge_data(uint64_t units, int line) {
+  data_ += units;
+  if (data_ > kMaxRenderData) fail_at(line, "rendering builds more than ", kMaxRenderData, " bytes of data");
+}
+
+void Renderer::charge_built(const Value& v, int line) {
+  if (v.is_data()) charge_data(data_units(v.j(), kMaxRenderData - std::min(data_, kMaxRenderData)), line);
+}
+
+void Renderer::write(std::string& out, std::string_view text, int line) {
+  charge_data(text.size(), line);
+  if (out.size() + text.size() > kMaxOutputBytes) fail_at(line, "template output exceeds ", kMaxOutputBytes, " bytes");
+  out += text;
+}
 
 Flow Renderer::exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out) {
   for (const auto& node_ptr : body) {
     const Node& node = *node_ptr;
+    step(node.line);
     switch (node.kind) {
-      case NK::Text: out += node.text; break;
-      case NK::Print: append_str(eval(*node.expr, scope), out, node.line); break;
+      case NK::Text: write(out, node.text, node.line); break;
+      case NK::Print: {
+        std::string text;
+        append_str(eval(*node.expr, scope), text, node.line);
+        write(out, text, node.line);
+        break;
+      }
       case NK::If:
         for (const auto& [condition, branch] : node.branches) {
           if (!condition || truthy(eval(*condition, scope))) {
@@ -61,7 +133,9 @@ Flow Renderer::exec(const Body& body, const std::shared_ptr<Scope>& scope, std::
       case NK::FilterBlock: {
         std::string text;
         const Flow flow = exec(node.body, scope, text);
-        append_str(apply_filters(node.filters, str_value(text), scope), out, node.line);
+        std::string filtered;
+        append_str(apply_filters(node.filters, str_value(text), scope), filtered, node.line);
+        write(out, filtered, node.line);
         if (flow != Flow::Normal) return flow;
         break;
       }
@@ -85,7 +159,9 @@ Flow Renderer::exec(const Body& body, const std::shared_ptr<Scope>& scope, std::
         Value caller;
         caller.kind = Value::Kind::Macro;
         caller.macro = std::make_shared<const MacroRef>(MacroRef{node.macro.get(), scope});
-        append_str(call_macro(*f.macro, args, node.line, &caller), out, node.line);
+        std::string text;
+        append_str(call_macro(*f.macro, args, node.line, &caller), text, node.line);
+        write(out, text, node.line);
         break;
       }
       case NK::With: {
@@ -123,7 +199,13 @@ void Renderer::assign(const Target& target, const Value& value, Scope& scope, in
 // Each iteration runs in a fresh scope: jinja2 neither carries a {% set %} from one iteration to the next nor
 // lets it out of the loop (namespace attributes are how templates accumulate).
 Flow Renderer::exec_for(const Node& node, const std::shared_ptr<Scope>& scope, std::string& out) {
-  std::vector<Value> items = iterate(eval(*node.expr, scope), node.line);
+  const Value iterable = eval(*node.expr, scope);
+  // Every item costs a step: refuse a sequence longer than the steps left before building its items.
+  if (iterable.is_data() && (iterable.j().is_structured() || iterable.j().is_string())) {
+    const size_t n = iterable.j().is_string() ? iterable.j().get_ref<const std::string&>().size() : iterable.j().size();
+    if (steps_ + n > kMaxRenderSteps) step_limit(node.line);
+  }
+  std::vector<Value> items = iterate(iterable, node.line);
   if (node.filter) {
     std::vector<Value> kept;
     for (auto& item : items) {
@@ -141,14 +223,22 @@ Flow Renderer::exec_for(const Node& node, const std::shared_ptr<Scope>& scope, s
   }
   const size_t n = items.size();
   for (size_t i = 0; i < n; ++i) {
+    step(node.line);
     auto inner = std::make_shared<Scope>();
     inner->parent = scope;
     assign(node.target, items[i], *inner, node.line);
     Json loop = {{"index", i + 1},  {"index0", i},        {"revindex", n - i}, {"revindex0", n - i - 1},
                  {"first", i == 0}, {"last", i + 1 == n}, {"length", n},       {"depth", 1},
                  {"depth0", 0}};
-    if (i > 0) loop["previtem"] = to_element(items[i - 1], node.line);
-    if (i + 1 < n) loop["nextitem"] = to_element(items[i + 1], node.line);
+    // The neighbouring items are copies: charged as data (the fixed fields are not, they are freed each pass).
+    if (i > 0) {
+      charge_built(items[i - 1], node.line);
+      loop["previtem"] = to_element(items[i - 1], node.line);
+    }
+    if (i + 1 < n) {
+      charge_built(items[i + 1], node.line);
+      loop["nextitem"] = to_element(items[i + 1], node.line);
+    }
     Value loop_value = Value::data(std::move(loop));
     loop_value.is_loop = true;
     inner->vars["loop"] = std::move(loop_value);
@@ -165,12 +255,23 @@ Args Renderer::eval_args(const Expr& e, size_t first, const std::shared_ptr<Scop
 }
 
 Value Renderer::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
+  step(e.line);
+  Value v = eval_node(e, scope);
+  if (builds_data(e.kind)) charge_built(v, e.line);
+  return v;
+}
+
+Value Renderer::eval_node(const Expr& e, const std::shared_ptr<Scope>& scope) {
   switch (e.kind) {
     case EK::Const: return Value::shared(e.constant);
     case EK::Name: return lookup(scope, e.name);
     case EK::List: {
       Json out = Json::array();
-      for (const auto& kid : e.kids) out.push_back(to_element(eval(*kid, scope), e.line));
+      for (const auto& kid : e.kids) {
+        const Value item = eval(*kid, scope);
+        charge_built(item, e.line);
+        out.push_back(to_element(item, e.line));
+      }
       return Value::data(std::move(out));
     }
     case EK::Dict: {
@@ -178,7 +279,9 @@ Value Renderer::eval(const Expr& e, const std::shared_ptr<Scope>& scope) {
       for (size_t i = 0; i + 1 < e.kids.size(); i += 2) {
         const Value key = eval(*e.kids[i], scope);
         if (!is_str(key)) fail_at(e.line, "dict keys must be strings, not '", type_name(key), "'");
-        out[key.j().get<std::string>()] = to_element(eval(*e.kids[i + 1], scope), e.line);
+        const Value item = eval(*e.kids[i + 1], scope);
+        charge_built(item, e.line);
+        out[key.j().get<std::string>()] = to_element(item, e.line);
       }
       return Value::data(std::move(out));
     }

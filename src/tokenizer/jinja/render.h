@@ -4,10 +4,12 @@
 // methods in builtins.cpp; filters and tests in filters.cpp. Every fault raises ernie::Error at its line.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tokenizer/jinja/ast.h"
@@ -19,11 +21,29 @@ enum class Flow { Normal, Break, Continue };
 
 class Renderer {
  public:
+  Renderer() = default;
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
+  // Empties the namespaces the render created: {% set ns.me = ns %} makes a namespace own itself, a cycle that
+  // shared_ptr alone would leak.
+  ~Renderer();
+
   Flow exec(const Body& body, const std::shared_ptr<Scope>& scope, std::string& out);
   Value eval(const Expr& e, const std::shared_ptr<Scope>& scope);
 
  private:
   int macro_depth_ = 0;
+  uint64_t steps_ = 0;  // against kMaxRenderSteps
+  uint64_t data_ = 0;   // against kMaxRenderData
+  std::vector<std::shared_ptr<Namespace>> namespaces_;  // every namespace() of this render
+
+  // Count work against the render's budgets (common.h); fail once one is spent.
+  void step(int line);
+  [[noreturn]] void step_limit(int line);
+  void charge_data(uint64_t units, int line);
+  void charge_built(const Value& v, int line);  // charges what the data of `v` holds (bounded count)
+  void write(std::string& out, std::string_view text, int line);  // appends, charging and bounding the output
+  Value eval_node(const Expr& e, const std::shared_ptr<Scope>& scope);
 
   // render.cpp
   Flow exec_for(const Node& node, const std::shared_ptr<Scope>& scope, std::string& out);

@@ -1,0 +1,84 @@
+// Fuzzes the HTTP API's request decoding (server/api.h) with the demo model's tokenizer and chat template. The first
+// byte picks the endpoint: 0 /v1/completions, 1 /v1/chat/completions, 2 /predict. For /predict the input up to the
+// next NUL is the query string (name=value pairs split at '&' and the first '=', already decoded, as the HTTP layer
+// hands them over), the rest the body; for the others everything after the first byte is the body. Each request
+// must give a GenerationCall that fits the context, or raise ApiError; any other exception is a finding.
+#include <exception>
+#include <optional>
+
+#include "core/error.h"
+#include "fuzz_support.h"
+#include "model/config.h"
+#include "server/api.h"
+
+namespace {
+
+struct Served {
+  ernie::Tokenizer tokenizer = ernie::Tokenizer::load(ERNIE_DEMO_MODEL_DIR);
+  ernie::ChatTemplate chat_template = ernie::ChatTemplate::parse(tokenizer.chat_template());
+  ernie::GenerationOptions defaults = ernie::default_generation_options(
+      ernie::ModelConfig::load(ERNIE_DEMO_MODEL_DIR), ernie::GenerationDefaults::load(ERNIE_DEMO_MODEL_DIR));
+};
+
+const Served& served() {
+  static const Served s;
+  return s;
+}
+
+std::vector<std::pair<std::string, std::string>> split_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query.remove_prefix(amp == std::string_view::npos ? query.size() : amp + 1);
+    const size_t eq = pair.find('=');
+    if (eq == std::string_view::npos) {
+      pairs.emplace_back(pair, "");
+    } else {
+      pairs.emplace_back(pair.substr(0, eq), pair.substr(eq + 1));
+    }
+  }
+  return pairs;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace ernie;
+  using namespace ernie::server;
+  const Served& s = served();
+  constexpr int kContext = 512;
+  const ApiModel model{.tokenizer = s.tokenizer,
+                       .chat_template = &s.chat_template,
+                       .defaults = s.defaults,
+                       .id = "demo",
+                       .context_length = kContext};
+  fuzz::Input in(data, size);
+  const uint8_t endpoint = in.byte() % 3;
+  try {
+    GenerationCall call;
+    if (endpoint == 0) {
+      call = parse_completion(in.rest(), model);
+    } else if (endpoint == 1) {
+      call = parse_chat_completion(in.rest(), model);
+    } else {
+      const auto query = split_query(in.until_nul());
+      call = parse_predict(in.rest(), query, model);
+    }
+    if (call.prompt.empty() && endpoint != 0) fuzz::violation("a chat request gave an empty prompt");
+    if (static_cast<int64_t>(call.prompt.size()) + call.options.max_new_tokens > kContext ||
+        call.options.max_new_tokens < 0) {
+      fuzz::violation("the call does not fit the context");
+    }
+    for (int32_t id : call.prompt) {
+      if (id < 0) fuzz::violation("negative prompt id");
+    }
+  } catch (const ApiError& e) {
+    // Must carry a usable HTTP status and serialize.
+    if (e.status() < 400 || e.status() > 599) fuzz::violation("ApiError with a non-error status", e.what());
+    (void)dump(e.body());
+  } catch (const std::exception& e) {
+    fuzz::violation("exception other than ApiError", e.what());
+  }
+  return 0;
+}
