@@ -15,6 +15,7 @@ namespace {
 
 struct Served {
   ernie::Tokenizer tokenizer = ernie::Tokenizer::load(ERNIE_DEMO_MODEL_DIR);
+  int vocab_size = ernie::ModelConfig::load(ERNIE_DEMO_MODEL_DIR).vocab_size;
   ernie::ChatTemplate chat_template = ernie::ChatTemplate::parse(tokenizer.chat_template());
   ernie::GenerationOptions defaults = ernie::default_generation_options(
       ernie::ModelConfig::load(ERNIE_DEMO_MODEL_DIR), ernie::GenerationDefaults::load(ERNIE_DEMO_MODEL_DIR));
@@ -52,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                        .chat_template = &s.chat_template,
                        .defaults = s.defaults,
                        .id = "demo",
-                       .context_length = kContext};
+                       .context_length = kContext,
+                       .vocab_size = s.vocab_size};
   fuzz::Input in(data, size);
   const uint8_t endpoint = in.byte() % 3;
   try {
