@@ -435,6 +435,7 @@ void Session::lap(ForwardProfile::Op op) {
   if (!profile_) return;
   const auto now = std::chrono::steady_clock::now();
   profile_->seconds[op] += std::chrono::duration<double>(now - last_lap_).count();
+  ++profile_->calls[op];
   last_lap_ = now;
 }
 

@@ -92,6 +92,7 @@ struct ForwardProfile {
       "embedding", "rmsnorm+qkv_proj", "rope+kv_store", "attention", "o_proj", "rmsnorm+gate_up", "down_proj",
       "final_norm+lm_head"};
   std::array<double, kOpCount> seconds{};
+  std::array<int, kOpCount> calls{};  // times each op ran: once a pass, or once a layer a pass
   int passes = 0;
 };
 

@@ -3,10 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -69,8 +72,25 @@ TEST(ThreadPool, RethrowsATaskExceptionAfterTheJob) {
   EXPECT_EQ(again.load(), 5);
 }
 
-TEST(ThreadPool, PhysicalCoresIsPositive) {
-  EXPECT_GE(physical_core_count(), 1);
+// The count of distinct (package, core) pairs, checked against the kernel's other account of them, /proc/cpuinfo's
+// "physical id" and "core id" (where it has them: not every architecture's cpuinfo does).
+TEST(ThreadPool, PhysicalCoresMatchesProcCpuinfo) {
+  const int cores = physical_core_count();
+  EXPECT_GE(cores, 1);
+  EXPECT_LE(cores, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::set<std::pair<std::string, std::string>> pairs;
+  std::string line, package;
+  while (std::getline(cpuinfo, line)) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1);
+    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
+    if (key == "physical id") package = value;
+    if (key == "core id") pairs.emplace(package, value);
+  }
+  if (pairs.empty()) GTEST_SKIP() << "/proc/cpuinfo names no cores here; only the bounds were checked";
+  EXPECT_EQ(cores, static_cast<int>(pairs.size()));
 }
 
 }  // namespace
