@@ -101,7 +101,10 @@ TEST(Soak, HundredsOfMixedRequestsLeaveNoFailureAndNoGrowth) {
   EXPECT_EQ(s.server->scheduler_stats()->running, 0);
   EXPECT_EQ(s.server->scheduler_stats()->waiting, 0);
   const double grown_mib = (static_cast<double>(after) - static_cast<double>(before)) / 1048576.0;
+#ifndef ERNIE_SANITIZER
+  // A sanitizer's allocator (quarantine, shadow memory) is not the program's: there its leak checker stands in.
   EXPECT_LT(grown_mib, 4.0) << "resident memory grew from " << before << " to " << after << " bytes";
+#endif
 }
 
 }  // namespace
