@@ -299,7 +299,9 @@ void AttentionDecode(benchmark::State& state) {
   std::vector<uint8_t> k(dtype_row_bytes(DType::F16, static_cast<int64_t>(pos + 1) * kv)), v(k.size());
   quantize_row(DType::F16, values.data(), k.data(), static_cast<int64_t>(pos + 1) * kv);
   quantize_row(DType::F16, values.data(), v.data(), static_cast<int64_t>(pos + 1) * kv);
-  const KvCacheView cache{DType::F16, k.data(), v.data(), kv};
+  std::vector<int32_t> blocks(pos / kKvBlockPositions + 1);
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<int32_t>(i);
+  const KvCacheView cache{DType::F16, k.data(), v.data(), blocks.data(), kv};
   const auto q = random_floats(shape.n_heads * shape.head_dim, 5);
   std::vector<float> out(q.size());
   for (auto _ : state) {

@@ -56,12 +56,23 @@ class StepGate {
     std::lock_guard lock(mutex_);
     return max_decoded_;
   }
+  // Steps that decoded and prefilled together, and the most passes over the weights any one step made.
+  int mixed_steps() const {
+    std::lock_guard lock(mutex_);
+    return mixed_steps_;
+  }
+  int max_passes() const {
+    std::lock_guard lock(mutex_);
+    return max_passes_;
+  }
 
  private:
   void pass(const StepStats& stats) {
     std::unique_lock lock(mutex_);
     ++steps_;
     max_decoded_ = std::max(max_decoded_, stats.decoded);
+    if (stats.decoded > 0 && stats.prefilled > 0) ++mixed_steps_;
+    max_passes_ = std::max(max_passes_, stats.forward_passes);
     changed_.notify_all();
     changed_.wait(lock, [&] { return open_ || allowed_ > 0; });
     if (!open_) --allowed_;
@@ -73,6 +84,8 @@ class StepGate {
   int allowed_ = 0;
   int64_t steps_ = 0;
   int max_decoded_ = 0;
+  int mixed_steps_ = 0;
+  int max_passes_ = 0;
 };
 
 // Polls `condition` until it holds; false after 10 s. For state that has no notification to wait on.

@@ -22,7 +22,8 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
       ->check(CLI::PositiveNumber);
   command.add_option("--dtype", options.dtype,
                      "Convert the weights at load: f32, bf16, f16, int8 (q8_0) or int4 (q4_0)");
-  command.add_option("--kv-dtype", options.kv_dtype, "KV-cache type: f32 or f16 (default: f32, f16 when quantized)");
+  command.add_option("--kv-dtype", options.kv_dtype,
+                     "KV-cache type: f32, f16 or q8_0 (default: f32, f16 when the weights are quantized)");
 }
 
 DType parse_weight_dtype(const std::string& name) {
@@ -39,7 +40,7 @@ DType parse_weight_dtype(const std::string& name) {
 std::optional<DType> kv_cache_dtype(const ModelOptions& options) {
   if (options.kv_dtype.empty()) return std::nullopt;
   const DType kv = parse_weight_dtype(options.kv_dtype);
-  if (kv != DType::F32 && kv != DType::F16) fail("--kv-dtype must be f32 or f16");
+  if (kv != DType::F32 && kv != DType::F16 && kv != DType::Q8_0) fail("--kv-dtype must be f32, f16 or q8_0");
   return kv;
 }
 

@@ -14,7 +14,7 @@
 #include "engine/chat.h"
 #include "engine/generator.h"
 #include "model/config.h"
-#include "model/model.h"
+#include "model/session.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ernie::cli {

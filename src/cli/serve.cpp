@@ -18,6 +18,8 @@ namespace {
 struct ServeOptions {
   ModelOptions model;
   server::ServerOptions server;
+  int64_t kv_memory_mib = 0;
+  bool no_prefix_cache = false;
 };
 
 // The name clients use for the model: the checkpoint folder's name, or a GGUF file's name without ".gguf".
@@ -39,6 +41,8 @@ void serve(ServeOptions& o) {
 
   o.server.scheduler.context_length = o.model.context_length;
   o.server.scheduler.kv_dtype = kv_cache_dtype(o.model);
+  o.server.scheduler.kv_memory_bytes = o.kv_memory_mib << 20;
+  o.server.scheduler.prefix_cache = !o.no_prefix_cache;
   server::Server server(o.server);
   const int port = server.listen();
   std::fprintf(stderr, "ernie: listening on http://%s:%d (loading the model)\n", o.server.host.c_str(), port);
@@ -51,9 +55,11 @@ void serve(ServeOptions& o) {
                       .id = model_id(o.model.dir)});
   const auto stats = *server.scheduler_stats();
   std::fprintf(stderr,
-               "ernie: ready at http://%s:%d: %d slots x %lld tokens of context (KV cache %.1f MiB), queue of %d\n",
-               o.server.host.c_str(), port, o.server.scheduler.max_running,
-               static_cast<long long>(stats.kv_capacity / o.server.scheduler.max_running), stats.kv_bytes / 1048576.0,
+               "ernie: ready at http://%s:%d: %d slots, %d tokens of context each, KV cache of %lld tokens "
+               "(%.1f MiB, %s, prefix cache %s), queue of %d\n",
+               o.server.host.c_str(), port, o.server.scheduler.max_running, o.model.context_length,
+               static_cast<long long>(stats.kv_capacity), stats.kv_bytes / 1048576.0,
+               std::string(dtype_name(stats.kv_dtype)).c_str(), o.server.scheduler.prefix_cache ? "on" : "off",
                o.server.scheduler.max_waiting);
 
   int signal = 0;
@@ -142,6 +148,14 @@ void register_serve(CLI::App& app) {
                   "Prompt tokens per scheduler step: smaller keeps running streams smoother while long prompts load")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--kv-memory", options->kv_memory_mib,
+                  "KV-cache memory in MiB, shared by all requests (default: --max-batch x --ctx tokens)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--kv-tokens", s.scheduler.kv_tokens, "KV-cache size in tokens (instead of --kv-memory)")
+      ->check(CLI::Range(int64_t{16}, int64_t{1} << 30))
+      ->excludes("--kv-memory");
+  cmd->add_flag("--no-prefix-cache", options->no_prefix_cache,
+                "Never reuse the KV cache of an earlier request's prompt prefix");
   cmd->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
   add_limit_options(*cmd, s);
   cmd->callback([options] { serve(*options); });

@@ -11,7 +11,7 @@
 
 #include "engine/sampler.h"
 #include "model/config.h"
-#include "model/model.h"
+#include "model/session.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ernie {
@@ -21,6 +21,7 @@ struct GenerationOptions {
   bool ignore_eos = false;                // keep going past end-of-sequence ids (fixed-length runs)
   std::vector<int32_t> eos_ids;           // ids that end generation
   std::vector<std::string> stop_strings;  // text that ends generation; never printed
+  bool cache_prompt = true;               // the scheduler may reuse a cached prefix of the prompt
   SamplingParams sampling;
 };
 

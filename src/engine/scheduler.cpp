@@ -88,26 +88,47 @@ RequestSummary RequestHandle::summary() const {
 
 // ---- Scheduler -----------------------------------------------------------------------------------------------------
 
+namespace {
+
+int capped_context(const Model& model, const SchedulerOptions& options) {
+  if (options.context_length < 1) fail("context_length must be >= 1");
+  return std::min(options.context_length, model.config().max_position_embeddings);
+}
+
+KvCacheOptions cache_options(const Model& model, const SchedulerOptions& options) {
+  if (options.max_running < 1) fail("the scheduler needs at least one slot (max_running >= 1)");
+  if (options.kv_tokens < 0 || options.kv_memory_bytes < 0) fail("the KV-cache size must be >= 0");
+  const DType dtype = options.kv_dtype.value_or(default_kv_dtype(model));
+  KvCache::check_dtype(dtype);
+  int64_t blocks = KvCache::blocks_for(static_cast<int64_t>(options.max_running) * capped_context(model, options));
+  if (options.kv_tokens > 0) blocks = KvCache::blocks_for(options.kv_tokens);
+  if (options.kv_memory_bytes > 0) {
+    blocks = options.kv_memory_bytes / static_cast<int64_t>(KvCache::block_bytes(model.config(), dtype));
+    if (blocks < 1)
+      fail("a KV cache of ", options.kv_memory_bytes, " bytes holds no block of ", kKvBlockPositions, " tokens (",
+           KvCache::block_bytes(model.config(), dtype), " bytes)");
+  }
+  return KvCacheOptions{.blocks = blocks, .dtype = dtype, .prefix_reuse = options.prefix_cache};
+}
+
+}  // namespace
+
 Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOptions options)
-    : model_(model), tokenizer_(tokenizer), options_(std::move(options)), vocab_size_(model.config().vocab_size) {
-  if (options_.max_running < 1) fail("the scheduler needs at least one slot (max_running >= 1)");
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(std::move(options)),
+      context_length_(capped_context(model, options_)),
+      vocab_size_(model.config().vocab_size),
+      cache_(model.config(), cache_options(model, options_)),
+      workspace_(model, options_.prefill_chunk + options_.max_running,
+                 options_.prefill_chunk >= 1 ? options_.pool : (fail("prefill_chunk must be >= 1"), nullptr)) {
   if (options_.max_waiting < 0) fail("max_waiting must be >= 0");
-  if (options_.prefill_chunk < 1) fail("prefill_chunk must be >= 1");
-  // A slot's buffers serve prefill chunks and, for the lead slot, the whole decode batch.
-  const SessionOptions session_options{.context_length = options_.context_length,
-                                       .max_batch_tokens = std::max(options_.prefill_chunk, options_.max_running),
-                                       .kv_dtype = options_.kv_dtype,
-                                       .pool = options_.pool};
-  slots_.resize(options_.max_running);
-  for (Slot& slot : slots_) slot.session = std::make_unique<Session>(model_, session_options);
-  context_length_ = slots_[0].session->context_length();
-  batch_sessions_.reserve(slots_.size());
-  batch_tokens_.reserve(slots_.size());
-  batch_slots_.reserve(slots_.size());
+  for (int i = 0; i < options_.max_running; ++i) slots_.push_back(std::make_unique<Slot>(context_length_));
+  chunks_.reserve(slots_.size());
+  chunk_slots_.reserve(slots_.size());
   prefill_order_.reserve(slots_.size());
-  admitted_.reserve(slots_.size());
-  batch_logits_.resize(slots_.size() * vocab_size_);
-  prefill_logits_.resize(vocab_size_);
+  logits_.resize(slots_.size() * vocab_size_);
+  kv_stats_ = cache_.stats();
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -124,6 +145,11 @@ std::unique_ptr<RequestHandle> Scheduler::try_submit(std::vector<int32_t> prompt
   check_prompt(prompt, vocab_size_, 0, context_length_);
   if (options.max_new_tokens < 1) fail("max_new_tokens must be at least 1");
   options.sampling.validate();
+  const int64_t cache_positions = cache_.total_blocks() * kKvBlockPositions;
+  if (static_cast<int64_t>(prompt.size()) >= cache_positions) {
+    fail("the prompt of ", prompt.size(), " tokens leaves no room to generate in the KV cache of ", cache_positions,
+         " tokens (raise --kv-memory)");
+  }
 
   auto state = std::make_shared<detail::RequestState>();
   state->prompt = std::move(prompt);
@@ -151,8 +177,10 @@ SchedulerStats Scheduler::stats() const {
   return SchedulerStats{.running = running_,
                         .waiting = static_cast<int>(waiting_.size()),
                         .kv_tokens = kv_tokens_,
-                        .kv_capacity = static_cast<int64_t>(slots_.size()) * context_length_,
-                        .kv_bytes = slots_.size() * slots_[0].session->kv_cache_bytes()};
+                        .kv_capacity = kv_stats_.total_blocks * kKvBlockPositions,
+                        .kv_bytes = cache_.bytes(),
+                        .kv_dtype = cache_.dtype(),
+                        .kv = kv_stats_};
 }
 
 void Scheduler::loop() {
@@ -165,8 +193,8 @@ void Scheduler::loop() {
     step();
   }
   // Shutting down: whatever is left ends as cancelled, so no handle waits forever.
-  for (Slot& slot : slots_) {
-    if (slot.request) finish(slot, /*cancelled=*/true);
+  for (auto& slot : slots_) {
+    if (slot->request) finish(*slot, /*cancelled=*/true);
   }
   std::lock_guard lock(mutex_);
   for (auto& request : waiting_) end_unadmitted(*request);
@@ -178,22 +206,19 @@ void Scheduler::step() {
   reap_cancelled_running();
   admit();
   StepStats stats;
-  // Decode before prefill: running streams get their token without waiting for this step's prompt chunk.
-  batch_slots_.clear();
-  for (Slot& slot : slots_) {
-    if (slot.request && slot.next_token >= 0) batch_slots_.push_back(&slot);
-  }
-  stats.decoded = static_cast<int>(batch_slots_.size());
-  decode();
-  stats.prefill_tokens = prefill();
+  plan_step(stats);
+  const int64_t passes = workspace_.passes;
+  run_step();
+  stats.forward_passes = static_cast<int>(workspace_.passes - passes);
 
   int64_t kv_tokens = 0;
-  for (const Slot& slot : slots_) {
-    if (slot.request) kv_tokens += slot.session->position();
+  for (const auto& slot : slots_) {
+    if (slot->request) kv_tokens += slot->sequence.position();
   }
   {
     std::lock_guard lock(mutex_);
     kv_tokens_ = kv_tokens;
+    kv_stats_ = cache_.stats();
     stats.running = running_;
     stats.waiting = static_cast<int>(waiting_.size());
   }
@@ -203,110 +228,145 @@ void Scheduler::step() {
 
 void Scheduler::reap_cancelled_running() {
   const bool all = cancel_running_.exchange(false);
-  for (Slot& slot : slots_) {
-    if (slot.request && (all || slot.request->cancel_requested)) finish(slot, /*cancelled=*/true);
+  for (auto& slot : slots_) {
+    if (slot->request && (all || slot->request->cancel_requested)) finish(*slot, /*cancelled=*/true);
   }
 }
 
 void Scheduler::admit() {
-  std::vector<std::shared_ptr<detail::RequestState>>& admitted = admitted_;
-  admitted.clear();
-  {
-    std::lock_guard lock(mutex_);
-    std::erase_if(waiting_, [this](const auto& request) {
-      if (!request->cancel_requested) return false;
-      end_unadmitted(*request);
-      return true;
-    });
-    const int free_slots = static_cast<int>(slots_.size()) - running_;
-    while (static_cast<int>(admitted.size()) < free_slots && !waiting_.empty()) {
-      admitted.push_back(std::move(waiting_.front()));
-      waiting_.pop_front();
+  while (true) {
+    std::shared_ptr<detail::RequestState> request;
+    {
+      std::lock_guard lock(mutex_);
+      std::erase_if(waiting_, [this](const auto& r) {
+        if (!r->cancel_requested) return false;
+        end_unadmitted(*r);
+        return true;
+      });
+      if (waiting_.empty() || running_ >= static_cast<int>(slots_.size())) return;
+      request = waiting_.front();
     }
-    running_ += static_cast<int>(admitted.size());
-  }
-  // The sampler's scratch is allocated here, on the scheduler thread, rather than on the submitter's.
-  auto next = admitted.begin();
-  for (Slot& slot : slots_) {
-    if (next == admitted.end()) break;
-    if (slot.request) continue;
-    slot.request = std::move(*next++);
-    const detail::RequestState& request = *slot.request;
-    slot.continuation.emplace(tokenizer_, request.options, request.prompt, vocab_size_);
-    slot.admitted = admissions_++;
-    slot.next_token = -1;
-    slot.summary = RequestSummary{};
-    slot.summary.prompt_tokens = static_cast<int>(request.prompt.size());
-    slot.summary.queue_seconds = seconds_between(request.submitted, Clock::now());
-    slot.session->reset();
+    Slot* free_slot = nullptr;
+    for (auto& slot : slots_) {
+      if (!slot->request) {
+        free_slot = slot.get();
+        break;
+      }
+    }
+    // Oldest first: when the oldest cannot get its KV blocks yet, the others wait behind it, so a long request is
+    // never starved by short ones.
+    if (!start(*free_slot, request)) return;
+    std::lock_guard lock(mutex_);
+    waiting_.pop_front();
+    ++running_;
   }
 }
 
-void Scheduler::decode() {
-  if (batch_slots_.empty()) return;
-  batch_sessions_.clear();
-  batch_tokens_.clear();
-  for (Slot* slot : batch_slots_) {
-    batch_sessions_.push_back(slot->session.get());
-    batch_tokens_.push_back(slot->next_token);
+// Admits `request` into `slot` if the KV cache can promise every block it may need; false, changing nothing,
+// otherwise. The sampler's scratch is allocated here, on the scheduler thread, rather than on the submitter's.
+bool Scheduler::start(Slot& slot, std::shared_ptr<detail::RequestState>& request) {
+  const std::vector<int32_t>& prompt = request->prompt;
+  const int64_t cache_positions = cache_.total_blocks() * kKvBlockPositions;
+  const int budget = static_cast<int>(std::min<int64_t>(
+      {static_cast<int64_t>(prompt.size()) + request->options.max_new_tokens, context_length_, cache_positions}));
+  if (request->options.cache_prompt) cache_.attach_prefix(slot.sequence, prompt);
+  const int64_t needed = KvCache::blocks_for(budget) - static_cast<int64_t>(slot.sequence.blocks().size());
+  if (needed > cache_.available_blocks() - promised_blocks_) {
+    cache_.release(slot.sequence);
+    return false;
   }
-  const std::span<float> logits(batch_logits_.data(), batch_slots_.size() * vocab_size_);
-  try {
-    decode_batch(batch_sessions_, batch_tokens_, logits);
-  } catch (const std::exception& e) {
-    for (Slot* slot : batch_slots_) finish(*slot, /*cancelled=*/false, e.what());
-    return;
-  }
-  for (size_t i = 0; i < batch_slots_.size(); ++i) take(*batch_slots_[i], logits.subspan(i * vocab_size_, vocab_size_));
+  promised_blocks_ += needed;
+  slot.promised_blocks = needed;
+  slot.budget = budget;
+  slot.tokens.assign(prompt.begin(), prompt.end());
+  slot.request = request;
+  slot.continuation.emplace(tokenizer_, request->options, prompt, vocab_size_);
+  slot.admitted = admissions_++;
+  slot.next_token = -1;
+  slot.summary = RequestSummary{};
+  slot.summary.prompt_tokens = static_cast<int>(prompt.size());
+  slot.summary.queue_seconds = seconds_between(request->submitted, Clock::now());
+  return true;
 }
 
-int Scheduler::prefill() {
-  // Prefilling slots, oldest admission first.
+// Takes blocks for the slot's sequence to hold `positions`, out of what was promised to it.
+bool Scheduler::reserve(Slot& slot, int positions) {
+  const size_t before = slot.sequence.blocks().size();
+  if (!cache_.reserve(slot.sequence, positions)) return false;
+  const int64_t taken = static_cast<int64_t>(slot.sequence.blocks().size() - before);
+  slot.promised_blocks -= taken;
+  promised_blocks_ -= taken;
+  return true;
+}
+
+// This step's chunks: decode tokens first (running streams get their token without waiting for a prompt), then
+// prompt chunks, oldest admission first.
+void Scheduler::plan_step(StepStats& stats) {
+  chunks_.clear();
+  chunk_slots_.clear();
+  const auto add = [&](Slot& slot, std::span<const int32_t> tokens, Logits logits) {
+    if (!reserve(slot, slot.sequence.position() + static_cast<int>(tokens.size()))) {
+      // Cannot happen while promises are kept; ending the request beats corrupting another.
+      finish(slot, /*cancelled=*/false, "the KV cache ran out of blocks");
+      return false;
+    }
+    chunks_.push_back(Chunk{&slot.sequence, tokens, logits});
+    chunk_slots_.push_back(&slot);
+    return true;
+  };
+  for (auto& slot : slots_) {
+    if (!slot->request || slot->next_token < 0) continue;
+    slot->tokens.push_back(slot->next_token);
+    if (add(*slot, std::span(slot->tokens).last(1), Logits::kLast)) ++stats.decoded;
+  }
+
   std::vector<Slot*>& order = prefill_order_;
   order.clear();
-  for (Slot& slot : slots_) {
-    if (slot.request && slot.continuation->tokens().empty()) order.push_back(&slot);
+  for (auto& slot : slots_) {
+    if (slot->request && slot->continuation->tokens().empty()) order.push_back(slot.get());
   }
   std::sort(order.begin(), order.end(), [](const Slot* a, const Slot* b) { return a->admitted < b->admitted; });
-
-  int tokens = 0;
   for (Slot* slot : order) {
-    const int remaining = static_cast<int>(slot->request->prompt.size()) - slot->session->position();
-    const int chunk = std::min(remaining, options_.prefill_chunk);
+    const int done = slot->sequence.position();
+    const int prompt = static_cast<int>(slot->request->prompt.size());
+    const int chunk = std::min(prompt - done, options_.prefill_chunk);
     // The oldest always gets its chunk; others only while the step stays within one chunk's worth of tokens.
-    if (tokens > 0 && tokens + chunk > options_.prefill_chunk) break;
-    prefill_chunk(*slot);
-    tokens += chunk;
+    if (stats.prefill_tokens > 0 && stats.prefill_tokens + chunk > options_.prefill_chunk) break;
+    const Logits logits = done + chunk == prompt ? Logits::kLast : Logits::kNone;
+    if (!add(*slot, std::span(slot->tokens).subspan(done, chunk), logits)) continue;
+    ++stats.prefilled;
+    stats.prefill_tokens += chunk;
   }
-  return tokens;
 }
 
-// Runs the slot's next prompt chunk: positions position() .. position()+chunk-1 of its prompt.
-void Scheduler::prefill_chunk(Slot& slot) {
-  const std::vector<int32_t>& prompt = slot.request->prompt;
-  const int done = slot.session->position();
-  const int chunk = std::min(static_cast<int>(prompt.size()) - done, options_.prefill_chunk);
-  std::span<const float> logits;
+// The one pass of the step, then the next token of every chunk that asked for logits.
+void Scheduler::run_step() {
+  if (chunks_.empty()) return;
+  const std::span<float> logits(logits_.data(), logit_rows(chunks_) * vocab_size_);
   try {
-    logits = slot.session->forward(std::span<const int32_t>(prompt).subspan(done, chunk));
+    forward(model_, cache_, workspace_, chunks_, logits);
   } catch (const std::exception& e) {
-    finish(slot, /*cancelled=*/false, e.what());
+    for (Slot* slot : chunk_slots_) finish(*slot, /*cancelled=*/false, e.what());
     return;
   }
-  if (slot.session->position() < static_cast<int>(prompt.size())) return;
-  std::copy(logits.begin(), logits.end(), prefill_logits_.begin());
-  take(slot, prefill_logits_);
+  size_t row = 0;
+  for (size_t i = 0; i < chunks_.size(); ++i) {
+    Slot& slot = *chunk_slots_[i];
+    cache_.publish(slot.sequence, slot.tokens);
+    if (chunks_[i].logits == Logits::kNone) continue;
+    take(slot, logits.subspan(row++ * vocab_size_, vocab_size_));
+  }
 }
 
 // Samples the slot's next token from its logits, publishes the text it makes final, and ends the request when
-// the continuation is done or the context is full.
+// the continuation is done or its budget of positions is used up.
 void Scheduler::take(Slot& slot, std::span<float> logits) {
   const auto step = slot.continuation->next(logits);
   if (slot.continuation->tokens().size() == 1) {
     slot.summary.first_token_seconds = seconds_between(slot.request->submitted, Clock::now());
   }
   slot.request->publish(step.emit ? step.text : "", static_cast<int>(slot.continuation->tokens().size()));
-  if (step.done || slot.session->position() >= context_length_) {
+  if (step.done || slot.sequence.position() >= slot.budget) {
     finish(slot, /*cancelled=*/false);
     return;
   }
@@ -324,7 +384,9 @@ void Scheduler::finish(Slot& slot, bool cancelled, const std::string& error) {
   const auto request = std::move(slot.request);
   slot.continuation.reset();
   slot.next_token = -1;
-  slot.session->reset();
+  promised_blocks_ -= slot.promised_blocks;
+  slot.promised_blocks = 0;
+  cache_.release(slot.sequence);  // published blocks stay cached for later requests
   {
     // The slot is free before the submitter hears of the end, so whoever it tells may submit again at once.
     std::lock_guard lock(mutex_);

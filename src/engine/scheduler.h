@@ -1,23 +1,22 @@
 // Continuous batching: concurrent generation requests share one model and advance together, step by step.
 //
-// One scheduler thread owns every Session and runs the model; any number of other threads submit requests and read
-// their output through a RequestHandle. A step:
+// One scheduler thread owns the KV cache, the workspace and every running sequence, and runs the model; any number
+// of other threads submit requests and read their output through a RequestHandle. A step:
 //   1. forgets requests cancelled since the last step: waiting ones leave the queue, running ones free their slot;
-//   2. admits waiting requests, oldest first, into free slots (a slot is a Session allocated at start-up, reset and
-//      reused, so serving allocates no KV cache);
-//   3. decodes one token for every running request that is past its prompt, all in ONE decode_batch() call, and
-//      samples each one's next token;
-//   4. prefills prompts in chunks of prefill_chunk tokens: the oldest prefilling request's next chunk, then other
-//      prefilling requests' next chunks while the step's prompt tokens stay within prefill_chunk. A request whose
-//      prompt is complete samples its first token from the last chunk's logits.
-// Chunking bounds the time of a step, so a long prompt delays the running streams by one chunk per token rather
-// than by its whole prefill. A request's output never depends on what runs beside it: its chunk boundaries depend
-// only on its own prompt, decode_batch gives each session what Session::forward would, and each request has its
-// own sampler and seed.
+//   2. admits waiting requests, oldest first, while a slot is free and the KV cache can promise the request every
+//      block it may need (prompt + max_new_tokens, capped by the context). A new request first attaches the longest
+//      cached prefix of its prompt (blocks other requests filled, kv_cache.h) and prefills only the rest;
+//   3. builds ONE list of chunks: a single token for every running request that is past its prompt, then prompt
+//      chunks, the oldest prefilling request's first and others while the step's prompt tokens stay within
+//      prefill_chunk; and runs them in ONE forward() pass over the weights;
+//   4. samples each decoded request's next token, and the first token of each request whose prompt just completed.
+// Chunking bounds the time of a step, so a long prompt delays the running streams by one chunk per step rather than
+// by its whole prefill. A request's output never depends on what runs beside it, nor on whether its prefix came from
+// the cache: forward() gives every row what it would compute alone, and each request has its own sampler and seed.
 //
 // Backpressure: at most max_running requests run and max_waiting wait; try_submit() refuses more at once, so the
-// caller can answer "busy" instead of queueing without bound. Cancellation (RequestHandle::cancel(), or dropping
-// the handle) takes effect at the next step.
+// caller can answer "busy" instead of queueing without bound. A request waits for KV blocks rather than running the
+// cache out of memory. Cancellation (RequestHandle::cancel(), or dropping the handle) takes effect at the next step.
 #pragma once
 
 #include <atomic>
@@ -35,6 +34,7 @@
 
 #include "engine/continuation.h"
 #include "engine/generator.h"
+#include "model/kv_cache.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,8 +42,10 @@ namespace ernie {
 
 // What one step did; handed to SchedulerOptions::on_step.
 struct StepStats {
-  int decoded = 0;         // sequences that got a token from this step's decode_batch() call (the batch size)
+  int decoded = 0;         // sequences that got a one-token chunk in this step's pass
+  int prefilled = 0;       // sequences that got a prompt chunk
   int prefill_tokens = 0;  // prompt tokens run through the model
+  int forward_passes = 0;  // passes over the weights (1 for any step that ran the model)
   int running = 0;         // requests holding a slot after the step
   int waiting = 0;         // requests queued after the step
   double seconds = 0;      // wall time of the step
@@ -62,11 +64,16 @@ struct RequestSummary {
 };
 
 struct SchedulerOptions {
-  int max_running = 8;        // slots: requests generating at once, one preallocated Session each
-  int max_waiting = 64;       // requests queued beyond the slots; try_submit() refuses more
-  int context_length = 4096;  // per slot (capped at the model's max_position_embeddings)
+  int max_running = 8;        // requests generating at once
+  int max_waiting = 64;       // requests queued beyond them; try_submit() refuses more
+  int context_length = 4096;  // per request (capped at the model's max_position_embeddings)
   int prefill_chunk = 128;    // prompt tokens per model pass, and the most any step prefills
-  std::optional<DType> kv_dtype;  // KV-cache type of every slot; nullopt: the Session default
+  // KV-cache size, shared by all requests: kv_memory_bytes if set, else kv_tokens if set, else max_running x
+  // context_length tokens.
+  int64_t kv_memory_bytes = 0;
+  int64_t kv_tokens = 0;
+  std::optional<DType> kv_dtype;  // nullopt: default_kv_dtype(model)
+  bool prefix_cache = true;       // reuse cached prompt prefixes across requests
   ThreadPool* pool = nullptr;     // runs each step's matmuls and attention; null: the scheduler thread alone
   // Called on the scheduler thread after every step (metrics). It must not call into the scheduler; while it runs
   // no step runs, which tests use to hold the scheduler at a known point.
@@ -109,14 +116,17 @@ class RequestHandle {
 struct SchedulerStats {
   int running = 0;
   int waiting = 0;
-  int64_t kv_tokens = 0;    // tokens held in the running requests' KV caches (as of the last step)
-  int64_t kv_capacity = 0;  // slots x context length
-  size_t kv_bytes = 0;      // memory of all slots' KV caches
+  int64_t kv_tokens = 0;    // positions filled in the running requests' sequences (as of the last step)
+  int64_t kv_capacity = 0;  // positions the KV cache holds
+  size_t kv_bytes = 0;      // memory reserved for the KV cache
+  DType kv_dtype = DType::F16;
+  KvCacheStats kv;  // blocks and prefix-cache counters (as of the last step)
 };
 
 class Scheduler {
  public:
-  // Allocates the slots and starts the scheduler thread. The model and tokenizer must outlive the scheduler.
+  // Allocates the KV cache and workspace and starts the scheduler thread. The model and tokenizer must outlive the
+  // scheduler.
   Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOptions options);
   // Cancels whatever is still waiting or running (their handles report finished, cancelled) and joins the thread.
   ~Scheduler();
@@ -125,8 +135,8 @@ class Scheduler {
 
   // Queues a generation of `options.max_new_tokens` tokens at most after `prompt`. Raises ernie::Error if the
   // request is invalid: empty prompt, an id outside the vocabulary, a prompt leaving no room to generate in the
-  // context, max_new_tokens < 1, sampling params out of range. Returns nullptr, queueing nothing, when
-  // max_running + max_waiting requests are already in. Thread-safe.
+  // context or the whole KV cache, max_new_tokens < 1, sampling params out of range. Returns nullptr, queueing nothing,
+  // when max_running + max_waiting requests are already in. Thread-safe.
   std::unique_ptr<RequestHandle> try_submit(std::vector<int32_t> prompt, GenerationOptions options);
 
   // Cancels every request waiting or running now (e.g. on a forced shutdown). Thread-safe.
@@ -139,7 +149,11 @@ class Scheduler {
  private:
   using Clock = std::chrono::steady_clock;
   struct Slot {
-    std::unique_ptr<Session> session;
+    explicit Slot(int context_length) : sequence(context_length) { tokens.reserve(context_length); }
+    Sequence sequence;
+    std::vector<int32_t> tokens;  // the prompt, then each generated token as it is fed: sequence's positions
+    int budget = 0;               // positions the request may fill (prompt + max_new_tokens, capped)
+    int64_t promised_blocks = 0;  // blocks promised at admission and not yet taken
     std::shared_ptr<detail::RequestState> request;  // null while the slot is free
     std::optional<Continuation> continuation;
     uint64_t admitted = 0;    // admission order, for first-come-first-served prefill
@@ -151,9 +165,10 @@ class Scheduler {
   void step();
   void reap_cancelled_running();
   void admit();
-  void decode();
-  int prefill();
-  void prefill_chunk(Slot& slot);
+  bool start(Slot& slot, std::shared_ptr<detail::RequestState>& request);
+  void plan_step(StepStats& stats);
+  bool reserve(Slot& slot, int positions);
+  void run_step();
   void take(Slot& slot, std::span<float> logits);
   void finish(Slot& slot, bool cancelled, const std::string& error = {});
   void end_unadmitted(detail::RequestState& request);
@@ -163,22 +178,24 @@ class Scheduler {
   const SchedulerOptions options_;
   int context_length_;
   int vocab_size_;
-  std::vector<Slot> slots_;  // touched only by the scheduler thread
+  // Touched only by the scheduler thread.
+  KvCache cache_;
+  Workspace workspace_;  // for prefill_chunk + max_running rows: the largest step
+  std::vector<std::unique_ptr<Slot>> slots_;
+  int64_t promised_blocks_ = 0;  // sum of the slots' promised_blocks
   uint64_t admissions_ = 0;
-  // decode_batch() arguments and per-step scratch, sized for every slot at start-up: steps do not allocate.
-  std::vector<Session*> batch_sessions_;
-  std::vector<int32_t> batch_tokens_;
-  std::vector<Slot*> batch_slots_;
-  std::vector<float> batch_logits_;
-  std::vector<float> prefill_logits_;
-  std::vector<Slot*> prefill_order_;                             // prefill()'s scratch
-  std::vector<std::shared_ptr<detail::RequestState>> admitted_;  // admit()'s scratch
+  // One step's chunks, their slots and logits, sized for every slot at start-up: steps do not allocate.
+  std::vector<Chunk> chunks_;
+  std::vector<Slot*> chunk_slots_;
+  std::vector<float> logits_;
+  std::vector<Slot*> prefill_order_;  // plan_step()'s scratch
 
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable wake_;
   std::deque<std::shared_ptr<detail::RequestState>> waiting_;
   int running_ = 0;
   int64_t kv_tokens_ = 0;
+  KvCacheStats kv_stats_;
   bool stopping_ = false;
   std::atomic<bool> cancel_running_{false};
 

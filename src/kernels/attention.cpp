@@ -23,7 +23,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // landed in. Where a vector has room, two consecutive queries share it (lanes [0, g) the first query's g heads,
 // [g, 2g) the second's): the keys are broadcast and widened once for both. Each chunk of keys and values is widened
 // to float32 once for all the lanes.
-constexpr int kChunk = 16;
+constexpr int kChunk = kKvBlockPositions;
 constexpr int kMaxLanes = 16;
 using HeadTag = hn::CappedTag<float, 8>;
 using PairTag = hn::CappedTag<float, kMaxLanes>;
@@ -78,31 +78,55 @@ void Scores(D dh, const float* qt, const float* const* keys, int head_dim, float
   }
 }
 
-// Points rows[j] at key/value j0 + j of the kv head at head_offset as float32: in place for an F32 cache, else
-// widened into buffer [kChunk][head_dim]. Rows past count point at zeros.
+// Tag of a Q8_0 cache: per 32 values an F16 scale and 32 int8 values.
+struct Q8Elements {};
+
+// head_dim values of one cached row at `row` widened to float32 into out: exact for every stored type.
+template <class E>
+void WidenRow(const uint8_t* row, int head_dim, float* out) {
+  const hn::CappedTag<float, 16> df;  // 16 lanes at most: a power of two that divides a Q8_0 block
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  if constexpr (std::is_same_v<E, Q8Elements>) {
+    const hn::Rebind<int8_t, decltype(df)> d8;
+    const hn::RebindToSigned<decltype(df)> di;
+    constexpr int kBlock = 32, kBlockBytes = 34;
+    for (int b = 0; b < head_dim / kBlock; ++b) {
+      const uint8_t* block = row + b * kBlockBytes;
+      const auto scale = hn::Set(df, LoadF16Scalar(block));
+      const int8_t* q = reinterpret_cast<const int8_t*>(block + 2);
+      for (int i = 0; i < kBlock; i += lanes) {
+        hn::StoreU(hn::Mul(scale, hn::ConvertTo(df, hn::PromoteTo(di, hn::LoadU(d8, q + i)))), df,
+                   out + b * kBlock + i);
+      }
+    }
+  } else {
+    int d = 0;
+    for (; d + lanes <= head_dim; d += lanes) hn::StoreU(LoadWidened(df, E{}, row + E::kBytes * d), df, out + d);
+    for (; d < head_dim; ++d) {
+      const hn::CappedTag<float, 1> d1;
+      out[d] = hn::GetLane(LoadWidened(d1, E{}, row + E::kBytes * d));
+    }
+  }
+}
+
+// Points rows[j] at key/value j0 + j (j0 a multiple of kChunk, so the chunk is one cache block) of the kv head at
+// head_offset as float32: in place for an F32 cache, else widened into buffer [kChunk][head_dim]. Rows past count
+// point at zeros.
 template <class E>
 void Widen(const KvCacheView& cache, const uint8_t* base, int j0, int count, size_t head_offset, int head_dim,
            float* buffer, const float* zeros, const float** rows) {
+  const uint8_t* block = base + cache.offset(j0) + head_offset;
   for (int j = 0; j < kChunk; ++j) {
     if (j >= count) {
       rows[j] = zeros;
       continue;
     }
-    const uint8_t* row = base + static_cast<size_t>(j0 + j) * cache.row_bytes() + head_offset;
+    const uint8_t* row = block + static_cast<size_t>(j) * cache.row_bytes();
     if constexpr (std::is_same_v<E, F32Elements>) {
       rows[j] = reinterpret_cast<const float*>(row);
     } else {
-      const hn::ScalableTag<float> df;
-      const int lanes = static_cast<int>(hn::Lanes(df));
-      float* out = buffer + j * head_dim;
-      int d = 0;
-      for (; d + lanes <= head_dim; d += lanes) hn::StoreU(LoadWidened(df, E{}, row + 2 * d), df, out + d);
-      for (; d < head_dim; ++d) {
-        uint16_t bits;
-        std::memcpy(&bits, row + 2 * d, 2);
-        out[d] = f16_to_f32(bits);
-      }
-      rows[j] = out;
+      WidenRow<E>(row, head_dim, buffer + j * head_dim);
+      rows[j] = buffer + j * head_dim;
     }
   }
 }
@@ -156,14 +180,14 @@ void AttendHeads(D dh, float* out, const float* q, int t, int n_q, int first_pos
     Scores(dh, s.qt, keys, hd, scale, s.scores);
     // Online softmax per lane: the new maximum rescales what was accumulated (by 0 on the first chunk). Key j is
     // visible to a lane when j < its query's count.
-    const auto counts = hn::IfThenElse(second, hn::Set(dh, static_cast<float>(count[1])),
-                                       hn::Set(dh, static_cast<float>(count[0])));
+    const auto counts =
+        hn::IfThenElse(second, hn::Set(dh, static_cast<float>(count[1])), hn::Set(dh, static_cast<float>(count[0])));
     const auto visible = [&](int j) { return hn::Lt(hn::Set(dh, static_cast<float>(j)), counts); };
     const auto active = visible(0);  // lanes whose query sees a key of this chunk
     auto chunk_max = hn::Set(dh, -HUGE_VALF);
     for (int j = 0; j < widest; ++j) {
-      chunk_max = hn::Max(chunk_max, hn::IfThenElse(visible(j), hn::Load(dh, s.scores + j * lanes),
-                                                    hn::Set(dh, -HUGE_VALF)));
+      chunk_max =
+          hn::Max(chunk_max, hn::IfThenElse(visible(j), hn::Load(dh, s.scores + j * lanes), hn::Set(dh, -HUGE_VALF)));
     }
     const auto new_max = hn::Max(m, chunk_max);
     const auto factor = hn::IfThenElse(active, hn::Exp(dh, hn::Sub(m, new_max)), hn::Set(dh, 1.0f));
@@ -221,6 +245,8 @@ void Attention(float* out, const float* q, int n_queries, int first_pos, const K
                const AttentionShape& shape, int head_begin, int head_end) {
   if (cache.dtype == DType::F16) {
     AttentionImpl<F16Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
+  } else if (cache.dtype == DType::Q8_0) {
+    AttentionImpl<Q8Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
   } else {
     AttentionImpl<F32Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
   }
@@ -236,7 +262,9 @@ HWY_EXPORT(Attention);
 
 void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                const AttentionShape& shape, int head_begin, int head_end) {
-  if (cache.dtype != DType::F32 && cache.dtype != DType::F16) fail("attention: the cache must be F32 or F16");
+  if (cache.dtype != DType::F32 && cache.dtype != DType::F16 && cache.dtype != DType::Q8_0)
+    fail("attention: the cache must be F32, F16 or Q8_0");
+  if (cache.dtype == DType::Q8_0 && shape.head_dim % 32 != 0) fail("attention: a Q8_0 cache needs head_dim % 32 == 0");
   if (shape.head_dim > kMaxHeadDim) fail("attention: head_dim ", shape.head_dim, " exceeds ", kMaxHeadDim);
   HWY_DYNAMIC_DISPATCH(Attention)(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
 }

@@ -1,4 +1,4 @@
-// Causal scaled-dot-product attention with grouped-query heads over a key/value cache.
+// Causal scaled-dot-product attention with grouped-query heads over a block key/value cache.
 #pragma once
 
 #include <cstdint>
@@ -14,16 +14,26 @@ struct AttentionShape {
 };
 constexpr int kMaxHeadDim = 512;
 
-// One layer's cache: keys and values of positions 0.. as rows of n_kv_heads * head_dim elements of F32 or F16.
+// Positions per KV-cache block: keys and values live in blocks of this many consecutive positions, and attention
+// takes keys a block at a time.
+constexpr int kKvBlockPositions = 16;
+
+// One layer's keys and values of one sequence: rows of n_kv_heads * head_dim elements of F32, F16 or Q8_0, position
+// p in row p % kKvBlockPositions of block block_table[p / kKvBlockPositions], each block block_bytes() from the last.
 struct KvCacheView {
   DType dtype = DType::F32;
-  uint8_t* k = nullptr;
-  uint8_t* v = nullptr;
+  uint8_t* k = nullptr;  // block 0 of the keys
+  uint8_t* v = nullptr;  // block 0 of the values
+  const int32_t* block_table = nullptr;
   int row_elements = 0;
 
   size_t row_bytes() const { return dtype_row_bytes(dtype, row_elements); }
-  uint8_t* k_row(int64_t position) const { return k + position * row_bytes(); }
-  uint8_t* v_row(int64_t position) const { return v + position * row_bytes(); }
+  size_t block_bytes() const { return row_bytes() * kKvBlockPositions; }
+  size_t offset(int64_t position) const {
+    return block_table[position / kKvBlockPositions] * block_bytes() + (position % kKvBlockPositions) * row_bytes();
+  }
+  uint8_t* k_row(int64_t position) const { return k + offset(position); }
+  uint8_t* v_row(int64_t position) const { return v + offset(position); }
 };
 
 // For each of n_queries query rows at positions first_pos, first_pos+1, ... and each query head in

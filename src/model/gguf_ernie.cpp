@@ -13,9 +13,11 @@ const std::string kArch = kGgufArchitecture;
 
 // Hugging Face module path inside a decoder layer -> llama.cpp's name for it.
 constexpr std::pair<const char*, const char*> kLayerNames[] = {
-    {"input_layernorm", "attn_norm"},     {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"},
-    {"self_attn.k_proj", "attn_k"},       {"self_attn.v_proj", "attn_v"},          {"self_attn.o_proj", "attn_output"},
-    {"mlp.gate_proj", "ffn_gate"},        {"mlp.up_proj", "ffn_up"},               {"mlp.down_proj", "ffn_down"},
+    {"input_layernorm", "attn_norm"}, {"post_attention_layernorm", "ffn_norm"},
+    {"self_attn.q_proj", "attn_q"},   {"self_attn.k_proj", "attn_k"},
+    {"self_attn.v_proj", "attn_v"},   {"self_attn.o_proj", "attn_output"},
+    {"mlp.gate_proj", "ffn_gate"},    {"mlp.up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"},
 };
 
 class Reader {

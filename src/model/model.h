@@ -1,11 +1,15 @@
-// ERNIE-4.5 dense decoder: a loaded checkpoint (Model, shared and read-only) and one sequence's running state
-// (Session: KV cache and activations, allocated once when it is created).
+// ERNIE-4.5 dense decoder. Three things change at different rates and are kept apart (docs/model-layer.md):
+//   Model      the weights, config and RoPE frequencies: loaded once, read-only, shared by every thread;
+//   Sequence   one token stream's state: its blocks in a KvCache and its position (kv_cache.h);
+//   Workspace  the activations of one step, sized once for the largest step.
+// forward() is the one entry point that runs a step over them. Session (session.h) bundles the three for a single
+// stream.
 #pragma once
 
-#include <cstdint>
-#include <filesystem>
 #include <array>
 #include <chrono>
+#include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -21,6 +25,7 @@
 #include "kernels/matmul.h"
 #include "kernels/rope.h"
 #include "model/config.h"
+#include "model/kv_cache.h"
 #include "model/weights.h"
 
 namespace ernie {
@@ -48,6 +53,7 @@ class Model {
   // The parsed GGUF file the model was loaded from (its metadata holds the tokenizer and sampling defaults too), or
   // null for a Hugging Face directory.
   const GgufFile* gguf() const { return gguf_.get(); }
+  const Rope& rope() const { return rope_; }
   const std::filesystem::path& path() const { return path_; }  // the directory or GGUF file loaded
 
   int64_t parameter_count() const;     // tied embedding counted once
@@ -56,7 +62,7 @@ class Model {
   bool has_quantized_weights() const;  // any Q8_0/Q4_0 matrix: matmul inputs must be quantized
 
  private:
-  Model(std::filesystem::path path, ModelConfig config) : path_(std::move(path)), config_(std::move(config)) {}
+  Model(std::filesystem::path path, ModelConfig config);
   void bind_gguf_tensors(DType widen_to, ThreadPool* pool);
   void convert_weights(DType target, ThreadPool* pool);
 
@@ -69,123 +75,85 @@ class Model {
   LargeBuffer widened_;  // GGUF block types DType lacks, stored again at load
   ModelWeights weights_;
   LargeBuffer converted_;  // matrices converted at load, when LoadOptions::dtype asks
-};
-
-struct SessionOptions {
-  int context_length = 4096;   // KV-cache capacity in tokens; capped at max_position_embeddings
-  int max_batch_tokens = 128;  // rows per matrix pass: prompt chunk size, and the most sessions decode_batch takes
-  // KV-cache element type; nullopt: F32 when every weight is a float type (exact), F16 with quantized weights.
-  std::optional<DType> kv_dtype = std::nullopt;
-  ThreadPool* pool = nullptr;  // runs the matmuls and attention; null runs everything on the calling thread
+  Rope rope_;
 };
 
 // Called with the residual stream as the forward pass goes: index 0 = token embeddings, i in 1..L = after decoder
 // layer i-1, L+1 = after the final RMSNorm. `rows` is [n_tokens, hidden]. For tests and debugging.
 using LayerObserver = std::function<void(int index, std::span<const float> rows)>;
 
-// Wall time per kind of operation, summed over the forward passes of a Session it is attached to (ernie bench
+// Wall time per kind of operation, summed over the forward passes of a Workspace it is attached to (ernie bench
 // --profile). Each op's time runs from the end of the previous one, so the kinds add up to the whole pass; the
 // residual additions count with the projection before them.
 struct ForwardProfile {
   enum Op { kEmbedding, kNormQkv, kRopeKvStore, kAttention, kOutput, kNormGateUp, kDown, kLmHead, kOpCount };
   static constexpr std::array<const char*, kOpCount> kNames = {
-      "embedding", "rmsnorm+qkv_proj", "rope+kv_store", "attention", "o_proj", "rmsnorm+gate_up", "down_proj",
-      "final_norm+lm_head"};
+      "embedding", "rmsnorm+qkv_proj", "rope+kv_store", "attention",
+      "o_proj",    "rmsnorm+gate_up",  "down_proj",     "final_norm+lm_head"};
   std::array<double, kOpCount> seconds{};
   std::array<int, kOpCount> calls{};  // times each op ran: once a pass, or once a layer a pass
   int passes = 0;
 };
 
-class Session {
- public:
-  Session(const Model& model, const SessionOptions& options);
+// The scratch of one forward pass: activations for up to max_tokens token rows, sized once (a scheduler sizes it for
+// the largest step it may run) and reused by every step, so that a step allocates nothing. Plain buffers: forward()
+// owns their meaning. Also carries the pass's thread pool and its instrumentation.
+struct Workspace {
+  Workspace(const Model& model, int max_tokens, ThreadPool* pool = nullptr);
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
 
-  // Runs `tokens` at positions position() .. position()+n-1, appending them to the KV cache, and returns the
-  // logits of the last one ([vocab_size], valid until the next call). Raises ernie::Error, leaving the session
-  // unchanged, if an id is outside the vocabulary or the context would overflow. Allocates nothing.
-  std::span<const float> forward(std::span<const int32_t> tokens);
-  // The same, writing the logits of every token into all_logits ([tokens.size(), vocab_size]).
-  void forward(std::span<const int32_t> tokens, std::span<float> all_logits);
+  int max_tokens;
+  ThreadPool* pool;                      // runs the matmuls and attention
+  std::unique_ptr<ThreadPool> own_pool;  // single-threaded stand-in when none was given
+  LayerObserver observer;                // see LayerObserver; empty: none
+  ForwardProfile* profile = nullptr;     // adds every pass's time per op when set
+  int64_t passes = 0;                    // forward() calls that ran, for tests and step statistics
 
-  int position() const { return position_; }
-  int context_length() const { return context_length_; }
-  int vocab_size() const { return config_.vocab_size; }
-  DType kv_dtype() const { return kv_dtype_; }
-  // Forgets cached tokens from position n on (n <= position()), e.g. to reuse a shared chat prefix.
-  void truncate(int n);
-  void reset() { position_ = 0; }
-  void set_observer(LayerObserver observer) { observer_ = std::move(observer); }
-  // Adds every later pass's time per op to *profile (nullptr stops). Costs two clock reads per op.
-  void set_profile(ForwardProfile* profile) { profile_ = profile; }
+  std::vector<float> x;            // residual stream [B, hidden]
+  std::vector<float> normed;       // [B, hidden]
+  std::vector<float> q;            // [B, heads * head_dim]
+  std::vector<float> k_new;        // [B, kv_heads * head_dim]
+  std::vector<float> v_new;        // [B, kv_heads * head_dim]
+  std::vector<float> attn_out;     // [B, heads * head_dim]
+  std::vector<float> proj_out;     // [B, hidden]
+  std::vector<float> act;          // SwiGLU activations [B, intermediate]
+  std::vector<uint8_t> quantized;  // a matmul input quantized to int8 blocks [B, max width]
+  std::vector<float> rope_cos;     // the rows' RoPE angles [B, head_dim / 2]
+  std::vector<float> rope_sin;
+  std::vector<int> row_chunk;        // chunk of each row [B]
+  std::vector<int> chunk_first_row;  // first row of each chunk [B]
+  std::vector<int> logit_rows;       // rows whose logits are computed [B]
 
-  // Reserved bytes; the KV cache's pages become resident only as positions are filled.
-  size_t kv_cache_bytes() const;
-  size_t scratch_bytes() const;
-
-  // Raises ernie::Error if forward(tokens) would be refused (id outside the vocabulary, context overflow).
-  void check_input(std::span<const int32_t> tokens) const;
-
- private:
-  friend void decode_batch(std::span<Session* const>, std::span<const int32_t>, std::span<float>);
-
-  // Consecutive rows of one pass that belong to one session, at positions first_pos, first_pos+1, ...
-  struct RowGroup {
-    Session* session;
-    int first_row;
-    int n_rows;
-    int first_pos;
-  };
-  // One pass over the weights for `n` token rows split into `groups`, using this session's buffers. Writes the
-  // logits of every row (all_rows) or of each group's last row, [groups or n, vocab], and advances the sessions.
-  void run_rows(const int32_t* tokens, int n, std::span<const RowGroup> groups, float* logits, bool all_rows);
-  void attention_block(const LayerWeights& layer, int layer_index, int n, std::span<const RowGroup> groups);
-  void mlp_block(const LayerWeights& layer, int n);
-  void lm_head(int n, std::span<const RowGroup> groups, float* logits, bool all_rows);
-  MatmulInput prepare_input(const float* x, int n, int cols);
-  MatmulInput normalized_input(const Vector& norm_weight, int n);
-  KvCacheView cache(int layer);
-  void observe(int index, const float* rows, int n) const;
-  void lap(ForwardProfile::Op op);  // charges the time since the last lap to op, when profiling
-
-  const Model& model_;
-  const ModelConfig& config_;
-  int context_length_;
-  int max_batch_tokens_;
-  int position_ = 0;
-  DType kv_dtype_;
-  RopeTable rope_;
-  LayerObserver observer_;
-  ForwardProfile* profile_ = nullptr;
-  std::chrono::steady_clock::time_point last_lap_;
-  std::unique_ptr<ThreadPool> own_pool_;  // single-threaded stand-in when no pool was given
-  ThreadPool* pool_;
-
-  // KV cache: [layers][context_length][kv_heads * head_dim] for keys, then the same for values. Zero-filled lazily
-  // by the OS (calloc of a large block), so a 4096-token reservation costs memory only for positions used.
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, FreeDeleter> kv_;
-  size_t kv_layer_bytes_ = 0;
-
-  // Activations for up to max_batch_tokens rows.
-  std::vector<float> x_;            // residual stream [B, hidden]
-  std::vector<float> normed_;       // [B, hidden]
-  std::vector<float> q_;            // [B, heads * head_dim]
-  std::vector<float> k_new_;        // [B, kv_heads * head_dim]
-  std::vector<float> v_new_;        // [B, kv_heads * head_dim]
-  std::vector<float> attn_out_;     // [B, heads * head_dim]
-  std::vector<float> proj_out_;     // [B, hidden]
-  std::vector<float> act_;          // SwiGLU activations [B, intermediate]
-  std::vector<uint8_t> quantized_;  // a matmul input quantized to int8 blocks [B, max width]
-  std::vector<RowGroup> groups_;    // capacity B; decode_batch's groups
-  std::vector<float> logits_;       // [vocab]
+  size_t bytes() const;
 };
 
-// Decodes one token for each of several independent sessions of one model (each at its own position) in a single
-// pass over the weights, writing each one's logits into logits[i * vocab_size ...]: what a batching scheduler runs
-// each step. Results equal forward() on each session in turn, bit for bit. Uses the first session's buffers and
-// pool (at most its max_batch_tokens sessions). Checks every input first: an error leaves all sessions unchanged.
-void decode_batch(std::span<Session* const> sessions, std::span<const int32_t> tokens, std::span<float> logits);
+// What forward() computes logits for, per chunk.
+enum class Logits : uint8_t {
+  kNone,  // none (a prompt chunk before the last: the LM head is skipped)
+  kLast,  // its last token's
+  kAll,   // every token's
+};
+
+// One sequence's part of a step: `tokens` run at positions position() .. position()+n-1 of `sequence`.
+struct Chunk {
+  Sequence* sequence;
+  std::span<const int32_t> tokens;
+  Logits logits = Logits::kLast;
+};
+
+// Rows of logits forward() writes for these chunks.
+int64_t logit_rows(std::span<const Chunk> chunks);
+
+// THE forward pass: one pass over the weights for every chunk of a step (prompt chunks, single decode tokens, or
+// both), each writing its keys and values into its sequence's blocks of `cache` and advancing its position. Writes
+// the logits asked for into `logits` ([logit_rows(chunks), vocab], in chunk order). Each row's result depends only on
+// its own sequence and tokens, never on the other chunks, their order or the thread count, bit for bit.
+//
+// Every chunk is checked first (non-empty, ids inside the vocabulary, room in the sequence's reserved blocks, no
+// sequence twice, at most workspace.max_tokens rows): an error raises ernie::Error and changes nothing. Allocates
+// nothing.
+void forward(const Model& model, KvCache& cache, Workspace& workspace, std::span<const Chunk> chunks,
+             std::span<float> logits);
 
 }  // namespace ernie

@@ -91,7 +91,7 @@ CheckpointTensors CheckpointTensors::from(const SafetensorsArchive& archive) {
   const auto files = archive.files();
   tensors.source = files.size() == 1 ? files[0].string()
                    : files.empty()   ? "checkpoint"
-                                     : files[0].parent_path().string() + " (" + std::to_string(files.size()) + " shards)";
+                                   : files[0].parent_path().string() + " (" + std::to_string(files.size()) + " shards)";
   return tensors;
 }
 

@@ -46,8 +46,8 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& config);
 
 // A checkpoint's tensors under their Hugging Face names (row-major shapes), whichever file format holds them.
 struct CheckpointTensors {
-  std::map<std::string, TensorView> by_name;  // TensorView::name is the name in the file
-  std::string source;                         // the file or directory, for messages
+  std::map<std::string, TensorView> by_name;              // TensorView::name is the name in the file
+  std::string source;                                     // the file or directory, for messages
   std::function<std::string(const std::string&)> rename;  // Hugging Face name -> the file's own; null: the same
 
   static CheckpointTensors from(const SafetensorsArchive& archive);

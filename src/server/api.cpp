@@ -127,6 +127,7 @@ void apply_sampling(const Fields& fields, const RequestLimits& limits, Generatio
   if (const auto v = fields.ranged("repetition_penalty", 0, 100, /*open_low=*/true)) s.repetition_penalty = *v;
   if (const auto v = fields.integer("seed")) s.seed = static_cast<uint64_t>(*v);
   if (const auto v = fields.boolean("ignore_eos")) o.ignore_eos = *v;
+  if (const auto v = fields.boolean("cache_prompt")) o.cache_prompt = *v;  // llama-server's name
   if (const json* stop = fields.get("stop")) {
     if (stop->is_string()) {
       o.stop_strings = {stop->get<std::string>()};

@@ -137,8 +137,18 @@ std::string Metrics::render(const std::optional<SchedulerStats>& scheduler, Syst
     single(out, "ernie_num_requests_waiting", "gauge", "Requests queued for a slot.", scheduler->waiting);
     single(out, "ernie_kv_cache_usage_perc", "gauge", "Fraction of the KV-cache token capacity in use (0-1).",
            scheduler->kv_capacity ? static_cast<double>(scheduler->kv_tokens) / scheduler->kv_capacity : 0.0);
-    single(out, "ernie_kv_cache_bytes", "gauge", "Memory allocated for the KV caches of all slots.",
+    single(out, "ernie_kv_cache_bytes", "gauge", "Memory reserved for the KV cache.",
            static_cast<double>(scheduler->kv_bytes));
+    single(out, "ernie_kv_blocks_used", "gauge", "KV-cache blocks held by running requests.",
+           static_cast<double>(scheduler->kv.used_blocks));
+    single(out, "ernie_kv_blocks_cached", "gauge", "KV-cache blocks held by no request, kept for prefix reuse.",
+           static_cast<double>(scheduler->kv.cached_blocks));
+    single(out, "ernie_kv_blocks_capacity", "gauge", "KV-cache blocks in all.",
+           static_cast<double>(scheduler->kv.total_blocks));
+    single(out, "ernie_prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
+           static_cast<double>(scheduler->kv.prefix_query_tokens));
+    single(out, "ernie_prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache (not prefilled).",
+           static_cast<double>(scheduler->kv.prefix_hit_tokens));
   }
   if (const auto rss = probe.resident_bytes()) {
     single(out, "ernie_process_resident_memory_bytes", "gauge", "Resident memory of the server process.",

@@ -105,9 +105,12 @@ TEST(Cli, ThreadsAndDtypeFlags) {
   r = ernie_cli(base + " --dtype int3");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("unknown type"), std::string::npos) << r.err;
-  r = ernie_cli(base + " --kv-dtype int8");
+  r = ernie_cli(base + " --kv-dtype int4");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--kv-dtype"), std::string::npos) << r.err;
+  r = ernie_cli(base + " --kv-dtype q8_0");  // the fixture's heads of 16 are smaller than a q8_0 block
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("head_dim"), std::string::npos) << r.err;
 }
 
 // make-random writes a loadable checkpoint with the config's shapes, reproducibly for a seed.

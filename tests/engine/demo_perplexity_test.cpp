@@ -10,7 +10,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
 

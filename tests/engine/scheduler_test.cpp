@@ -56,8 +56,11 @@ class SchedulerTest : public ::testing::Test {
     o.sampling.seed = seed;
     return o;
   }
-  std::unique_ptr<Scheduler> make(int max_running, int max_waiting, int prefill_chunk = 8, ThreadPool* pool = nullptr) {
+  std::unique_ptr<Scheduler> make(int max_running, int max_waiting, int prefill_chunk = 8, ThreadPool* pool = nullptr,
+                                  bool prefix_cache = true, int64_t kv_tokens = 0) {
     SchedulerOptions o;
+    o.prefix_cache = prefix_cache;
+    o.kv_tokens = kv_tokens;
     o.pool = pool;
     o.max_running = max_running;
     o.max_waiting = max_waiting;
@@ -134,6 +137,98 @@ TEST_F(SchedulerTest, BatchingNeverChangesTheOutput) {
     EXPECT_EQ(batched.summary.completion_tokens, alone[i].summary.completion_tokens) << "request " << i;
   }
   EXPECT_EQ(gate_.max_decoded(), 8) << "the eight requests never decoded in one batch";
+  EXPECT_GT(gate_.mixed_steps(), 0) << "no step decoded and prefilled together";
+  EXPECT_EQ(gate_.max_passes(), 1) << "a step read the weights more than once";
+}
+
+// A prompt of at least n tokens made of the fixture's prompts, so that several KV blocks fill.
+std::vector<int32_t> long_prompt(const std::vector<std::vector<int32_t>>& prompts, size_t n, size_t rotate = 0) {
+  std::vector<int32_t> out;
+  for (size_t i = 0; out.size() < n; ++i) {
+    const auto& p = prompts[(i + rotate) % prompts.size()];
+    out.insert(out.end(), p.begin(), p.end());
+  }
+  return out;
+}
+
+// k prompts prefilling in chunks while m requests decode: every such step is one pass over the weights.
+TEST_F(SchedulerTest, AStepWithPrefillAndDecodeMakesOnePass) {
+  auto scheduler = make(4, 4, /*prefill_chunk=*/8);
+  gate_.close();
+  const int64_t before = gate_.steps();
+  auto a = scheduler->try_submit(prompts_[0], options(60));
+  auto b = scheduler->try_submit(prompts_[1], options(60));
+  ASSERT_TRUE(gate_.wait_for_steps(before + 1));
+  gate_.allow(6);  // a and b are decoding by now
+  ASSERT_TRUE(gate_.wait_for_steps(before + 7));
+  auto c = scheduler->try_submit(long_prompt(prompts_, 40), options(8));
+  auto d = scheduler->try_submit(long_prompt(prompts_, 40, 1), options(8));
+  gate_.open();
+  for (auto* h : {a.get(), b.get(), c.get(), d.get()}) EXPECT_FALSE(collect(*h).summary.cancelled);
+  EXPECT_GT(gate_.mixed_steps(), 2);
+  EXPECT_EQ(gate_.max_passes(), 1);
+}
+
+// Greedy output is the same with the prefix cache off, cold, warm, and warm beside other requests; a warm request
+// prefills only what the cache lacks; cache_prompt: false opts out.
+TEST_F(SchedulerTest, PrefixReuseNeverChangesTheOutput) {
+  const auto shared = long_prompt(prompts_, 50);
+  auto first = shared, second = shared;
+  first.insert(first.end(), prompts_[1].begin(), prompts_[1].end());
+  second.insert(second.end(), prompts_[2].begin(), prompts_[2].end());
+  auto off = make(4, 4, /*prefill_chunk=*/16, nullptr, /*prefix_cache=*/false);
+  const auto expected_first = collect(*off->try_submit(first, options(20))).text;
+  const auto expected_second = collect(*off->try_submit(second, options(20))).text;
+  EXPECT_EQ(off->stats().kv.prefix_hit_tokens, 0);
+  off.reset();
+
+  auto scheduler = make(4, 4, /*prefill_chunk=*/16, &pool_);
+  EXPECT_EQ(collect(*scheduler->try_submit(first, options(20))).text, expected_first);  // cold
+  EXPECT_EQ(scheduler->stats().kv.prefix_hit_tokens, 0);
+  EXPECT_GT(scheduler->stats().kv.cached_blocks, 0);
+  EXPECT_EQ(collect(*scheduler->try_submit(first, options(20))).text, expected_first);  // the same prompt, warm
+  const int64_t whole = static_cast<int64_t>(first.size() - 1) / kKvBlockPositions * kKvBlockPositions;
+  EXPECT_EQ(scheduler->stats().kv.prefix_hit_tokens, whole);
+
+  // Beside two other requests, the second prompt reuses the shared prefix's blocks.
+  auto other_a = scheduler->try_submit(long_prompt(prompts_, 30, 2), options(30));
+  auto warm = scheduler->try_submit(second, options(20));
+  auto other_b = scheduler->try_submit(prompts_[0], options(30, 0.7f, 3));
+  EXPECT_EQ(collect(*warm).text, expected_second);
+  collect(*other_a);
+  collect(*other_b);
+  const int64_t shared_blocks = static_cast<int64_t>(shared.size()) / kKvBlockPositions * kKvBlockPositions;
+  EXPECT_GE(scheduler->stats().kv.prefix_hit_tokens, whole + shared_blocks);
+
+  const int64_t hits = scheduler->stats().kv.prefix_hit_tokens;
+  auto o = options(20);
+  o.cache_prompt = false;
+  EXPECT_EQ(collect(*scheduler->try_submit(first, o)).text, expected_first);
+  EXPECT_EQ(scheduler->stats().kv.prefix_hit_tokens, hits);
+}
+
+// A KV cache smaller than the requests together: they wait for blocks, one after another, and each answers as it
+// does alone; a prompt the whole cache cannot hold is refused up front.
+TEST_F(SchedulerTest, RequestsWaitForKvBlocksRatherThanFail) {
+  auto scheduler = make(4, 8, /*prefill_chunk=*/16, nullptr, /*prefix_cache=*/true, /*kv_tokens=*/80);
+  EXPECT_EQ(scheduler->stats().kv_capacity, 80);
+  std::vector<std::unique_ptr<RequestHandle>> handles;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 6; ++i) {
+    const auto& whole = prompts_[i % prompts_.size()];
+    const std::vector<int32_t> p(whole.begin(), whole.begin() + std::min<size_t>(whole.size(), 6 + i));
+    expected.push_back(reference(p, options(40)).text);
+    handles.push_back(scheduler->try_submit(p, options(40)));  // each needs 40 + 6..11 positions: 3-4 blocks of 5
+    ASSERT_TRUE(handles.back());
+  }
+  for (int i = 0; i < 6; ++i) {
+    const auto got = collect(*handles[i]);
+    EXPECT_EQ(got.text, expected[i]) << "request " << i;
+    EXPECT_TRUE(got.summary.error.empty()) << got.summary.error;
+  }
+  EXPECT_LE(gate_.max_decoded(), 2) << "more requests ran than their blocks allow";
+  EXPECT_MENTIONS(ernie::testing::error_of([&] { scheduler->try_submit(std::vector<int32_t>(80, 5), options(4)); }),
+                  "KV cache");
 }
 
 TEST_F(SchedulerTest, RefusesBeyondRunningPlusWaiting) {

@@ -59,4 +59,14 @@ inline long first_difference(const std::vector<float>& a, const std::vector<floa
   return -1;
 }
 
+// A block table mapping block i to i, for caches laid out contiguously (position p at row p): room for 2^16 blocks.
+inline const int32_t* contiguous_blocks() {
+  static const std::vector<int32_t> table = [] {
+    std::vector<int32_t> t(1 << 16);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<int32_t>(i);
+    return t;
+  }();
+  return table.data();
+}
+
 }  // namespace ernie::testing

@@ -26,6 +26,7 @@ namespace ernie {
 namespace {
 
 using testing::first_difference;
+using testing::contiguous_blocks;
 using testing::for_each_simd_target;
 using testing::Random;
 
@@ -577,7 +578,7 @@ TEST(Attention, F16CacheMatchesDoublePrecision) {
         for (auto& e : k) e = f32_to_f16(rnd.uniform(-2.0f, 2.0f));
         for (auto& e : v) e = f32_to_f16(rnd.uniform(-1.0f, 1.0f));
         const KvCacheView cache{DType::F16, reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(v.data()),
-                                kv};
+                                contiguous_blocks(), kv};
         std::vector<float> out(q.size());
         attention(out.data(), q.data(), n_queries, first_pos, cache, shape, 0, shape.n_heads);
         for (int t = 0; t < n_queries; ++t) {
@@ -615,8 +616,9 @@ TEST(Attention, QueryResultsAreBitIdenticalWhateverTheBatchAndHeadSplit) {
     Random rnd(111);
     const AttentionShape shape{8, 2, 64};
     // first_pos 31: a pair of queries where the first sees exactly two chunks of keys and the second one key more.
-    for (const auto& [dtype, first_pos] : {std::pair{DType::F32, 30}, std::pair{DType::F16, 30},
-                                           std::pair{DType::F32, 31}, std::pair{DType::F16, 31}}) {
+    for (const auto& [dtype, first_pos] :
+         {std::pair{DType::F32, 30}, std::pair{DType::F16, 30}, std::pair{DType::Q8_0, 30}, std::pair{DType::F32, 31},
+          std::pair{DType::F16, 31}, std::pair{DType::Q8_0, 31}}) {
       SCOPED_TRACE(label(dtype) + " first_pos " + std::to_string(first_pos));
       const int n_queries = 7, n_keys = first_pos + n_queries, kv = 2 * 64, q_stride = 8 * 64;
       const auto values = rnd.vector(static_cast<size_t>(2 * n_keys) * kv);
@@ -624,7 +626,7 @@ TEST(Attention, QueryResultsAreBitIdenticalWhateverTheBatchAndHeadSplit) {
       quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(n_keys) * kv);
       quantize_row(dtype, values.data() + static_cast<size_t>(n_keys) * kv, v.data(),
                    static_cast<int64_t>(n_keys) * kv);
-      const KvCacheView cache{dtype, k.data(), v.data(), kv};
+      const KvCacheView cache{dtype, k.data(), v.data(), contiguous_blocks(), kv};
       const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride);
       std::vector<float> all(q.size()), split(q.size());
       attention(all.data(), q.data(), n_queries, first_pos, cache, shape, 0, 8);

@@ -24,7 +24,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/gguf_export.h"
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 
 namespace ernie {

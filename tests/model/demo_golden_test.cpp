@@ -8,7 +8,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 
 namespace ernie {

@@ -12,7 +12,7 @@
 #include "kernels/quant.h"
 #include "model/gguf_ernie.h"
 #include "model/gguf_export.h"
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 
 namespace ernie {

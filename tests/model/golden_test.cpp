@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 
 namespace ernie {

@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 
 namespace ernie {

@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "model/accuracy.h"
-#include "model/model.h"
+#include "model/session.h"
 #include "test_support.h"
 
 namespace ernie {

@@ -1,0 +1,114 @@
+// Attention over a block KV cache: a Q8_0 cache against the textbook computation on its dequantized values, and a
+// scattered block table against the same keys laid out contiguously (the same bits), on every SIMD target.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/kernel_test_support.h"
+#include "kernels/quant.h"
+
+namespace ernie {
+namespace {
+
+using testing::contiguous_blocks;
+using testing::first_difference;
+using testing::for_each_simd_target;
+using testing::Random;
+
+// Rows of n_keys x kv values stored as dtype, and the values the cache holds, widened back.
+struct Stored {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+Stored store(DType dtype, const std::vector<float>& values) {
+  Stored s{std::vector<uint8_t>(dtype_row_bytes(dtype, static_cast<int64_t>(values.size()))), {}};
+  quantize_row(dtype, values.data(), s.bytes.data(), static_cast<int64_t>(values.size()));
+  s.values.resize(values.size());
+  dequantize_row(dtype, s.bytes.data(), s.values.data(), static_cast<int64_t>(values.size()));
+  return s;
+}
+
+TEST(AttentionBlocks, Q8CacheMatchesDoublePrecisionOnItsValues) {
+  for_each_simd_target([] {
+    Random rnd(120);
+    for (const AttentionShape shape :
+         {AttentionShape{16, 2, 64}, AttentionShape{4, 2, 32}, AttentionShape{8, 1, 128}}) {
+      for (const auto& [n_queries, first_pos] : {std::pair{1, 0}, std::pair{1, 47}, std::pair{5, 30}}) {
+        SCOPED_TRACE("head_dim " + std::to_string(shape.head_dim) + " queries " + std::to_string(n_queries) +
+                     " first_pos " + std::to_string(first_pos));
+        const int n_keys = first_pos + n_queries, kv = shape.n_kv_heads * shape.head_dim;
+        const int hd = shape.head_dim, q_stride = shape.n_heads * hd, group = shape.n_heads / shape.n_kv_heads;
+        const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride, -2.0f, 2.0f);
+        const Stored k = store(DType::Q8_0, rnd.vector(static_cast<size_t>(n_keys) * kv, -2.0f, 2.0f));
+        const Stored v = store(DType::Q8_0, rnd.vector(static_cast<size_t>(n_keys) * kv));
+        const KvCacheView cache{DType::Q8_0, const_cast<uint8_t*>(k.bytes.data()), const_cast<uint8_t*>(v.bytes.data()),
+                                contiguous_blocks(), kv};
+        std::vector<float> out(q.size());
+        attention(out.data(), q.data(), n_queries, first_pos, cache, shape, 0, shape.n_heads);
+        for (int t = 0; t < n_queries; ++t) {
+          for (int h = 0; h < shape.n_heads; ++h) {
+            const int kvh = h / group, visible = first_pos + t + 1;
+            std::vector<double> score(visible);
+            double m = -HUGE_VAL, sum = 0;
+            for (int j = 0; j < visible; ++j) {
+              double dot = 0;
+              for (int d = 0; d < hd; ++d)
+                dot += q[t * q_stride + h * hd + d] * double{k.values[j * kv + kvh * hd + d]};
+              score[j] = dot / std::sqrt(static_cast<double>(hd));
+              m = std::max(m, score[j]);
+            }
+            for (double& s : score) sum += s = std::exp(s - m);
+            for (int d = 0; d < hd; ++d) {
+              double expected = 0;
+              for (int j = 0; j < visible; ++j) expected += score[j] / sum * v.values[j * kv + kvh * hd + d];
+              ASSERT_NEAR(out[t * q_stride + h * hd + d], expected, 1e-5) << "query " << t << " head " << h;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// The same keys and values, once in blocks 0, 1, 2, ... and once in a shuffled set of blocks of a larger pool: the
+// kernel reads each position through the table and gives the same bits.
+TEST(AttentionBlocks, ScatteredBlocksGiveTheContiguousResult) {
+  for_each_simd_target([] {
+    Random rnd(121);
+    const AttentionShape shape{8, 2, 64};
+    const int kv = 2 * 64, q_stride = 8 * 64, n_queries = 3, first_pos = 50, n_keys = first_pos + n_queries;
+    const int blocks = (n_keys + kKvBlockPositions - 1) / kKvBlockPositions, pool_blocks = 3 * blocks;
+    for (DType dtype : {DType::F32, DType::F16, DType::Q8_0}) {
+      SCOPED_TRACE(std::string(dtype_name(dtype)));
+      const size_t row = dtype_row_bytes(dtype, kv), block_bytes = row * kKvBlockPositions;
+      const auto values = rnd.vector(static_cast<size_t>(blocks) * kKvBlockPositions * kv);
+      std::vector<uint8_t> k(blocks * block_bytes), v(k.size());
+      quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(values.size()));
+      quantize_row(dtype, values.data(), v.data(), static_cast<int64_t>(values.size()));
+      std::vector<int32_t> table(pool_blocks);
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), std::mt19937(7));
+      table.resize(blocks);
+      std::vector<uint8_t> pool_k(pool_blocks * block_bytes, 0xee), pool_v(pool_k.size(), 0xee);
+      for (int b = 0; b < blocks; ++b) {
+        std::copy_n(k.data() + b * block_bytes, block_bytes, pool_k.data() + table[b] * block_bytes);
+        std::copy_n(v.data() + b * block_bytes, block_bytes, pool_v.data() + table[b] * block_bytes);
+      }
+      const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride);
+      std::vector<float> contiguous(q.size()), scattered(q.size());
+      attention(contiguous.data(), q.data(), n_queries, first_pos,
+                KvCacheView{dtype, k.data(), v.data(), contiguous_blocks(), kv}, shape, 0, 8);
+      attention(scattered.data(), q.data(), n_queries, first_pos,
+                KvCacheView{dtype, pool_k.data(), pool_v.data(), table.data(), kv}, shape, 0, 8);
+      EXPECT_EQ(first_difference(contiguous, scattered), -1);
+    }
+  });
+}
+
+}  // namespace
+}  // namespace ernie
