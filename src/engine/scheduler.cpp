@@ -121,7 +121,8 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOp
       vocab_size_(model.config().vocab_size),
       cache_(model.config(), cache_options(model, options_)),
       workspace_(model, options_.prefill_chunk + options_.max_running,
-                 options_.prefill_chunk >= 1 ? options_.pool : (fail("prefill_chunk must be >= 1"), nullptr)) {
+                 options_.prefill_chunk >= 1 ? options_.pool : (fail("prefill_chunk must be >= 1"), nullptr),
+                 context_length_) {
   if (options_.max_waiting < 0) fail("max_waiting must be >= 0");
   for (int i = 0; i < options_.max_running; ++i) slots_.push_back(std::make_unique<Slot>(context_length_));
   chunks_.reserve(slots_.size());

@@ -24,6 +24,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // [g, 2g) the second's): the keys are broadcast and widened once for both. Each chunk of keys and values is widened
 // to float32 once for all the lanes.
 constexpr int kChunk = kKvBlockPositions;
+static_assert(kAttentionPartition % kChunk == 0);
 constexpr int kMaxLanes = 16;
 using HeadTag = hn::CappedTag<float, 8>;
 using PairTag = hn::CappedTag<float, kMaxLanes>;
@@ -131,7 +132,7 @@ void Widen(const KvCacheView& cache, const uint8_t* base, int j0, int count, siz
   }
 }
 
-// Scratch of one AttendHeads call; about 100 KiB, on the caller's stack.
+// Scratch of one AttendHeads call; about 170 KiB, on the caller's stack.
 struct AttentionScratch {
   HWY_ALIGN float keys[kChunk * kMaxHeadDim];
   HWY_ALIGN float values[kChunk * kMaxHeadDim];
@@ -139,14 +140,42 @@ struct AttentionScratch {
   HWY_ALIGN float scores[kChunk * kMaxLanes];
   HWY_ALIGN float shrink[kMaxLanes];
   HWY_ALIGN float denominator[kMaxLanes];
+  HWY_ALIGN float maximum[kMaxLanes];
+  HWY_ALIGN float partial[kMaxLanes * kMaxHeadDim];  // one partition's unnormalised outputs, lane after lane
 };
 
-// Heads [h0, h0 + g) of kv head kv_head for queries t .. t + n_q - 1 (n_q = 1 or 2, n_q * g <= lanes of D).
-// Lane q * g + h holds query t + q, head h0 + h; a lane whose query has no key in a chunk keeps its state exactly
-// (factor 1, probabilities 0), so every lane computes what it would alone.
+// Folds one partition's state (m_p, l_p, o_p: its maximum score, denominator and unnormalised output of one head)
+// into the running state (m, l, o). Every path (a whole row here, split partitions in MergePartitions) merges with
+// this one function, partition after partition in order, so a split gives the same bits. A partition without keys
+// for the head (m_p = -inf) changes nothing.
+void MergePartition(float& m, float& l, float* o, float m_p, float l_p, const float* o_p, int head_dim) {
+  if (m_p == -HUGE_VALF) return;
+  const hn::CappedTag<float, 1> d1;
+  const float new_max = std::max(m, m_p);
+  const float a = hn::GetLane(hn::Exp(d1, hn::Set(d1, m - new_max)));  // 0 for the first partition (m = -inf)
+  const float b = hn::GetLane(hn::Exp(d1, hn::Set(d1, m_p - new_max)));
+  l = l * a + l_p * b;
+  m = new_max;
+  const hn::ScalableTag<float> df;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  int d = 0;
+  for (; d + lanes <= head_dim; d += lanes) {
+    hn::StoreU(hn::MulAdd(hn::LoadU(df, o_p + d), hn::Set(df, b), hn::Mul(hn::LoadU(df, o + d), hn::Set(df, a))), df,
+               o + d);
+  }
+  for (; d < head_dim; ++d) o[d] = o_p[d] * b + o[d] * a;
+}
+
+// Heads [h0, h0 + g) of kv head kv_head for queries t .. t + n_q - 1 (n_q = 1 or 2, n_q * g <= lanes of D), over
+// the key partitions [part_begin, part_end) of kAttentionPartition keys. Lane q * g + h holds query t + q, head
+// h0 + h; a lane whose query has no key in a chunk keeps its state exactly (factor 1, probabilities 0), so every lane
+// computes what it would alone. Each partition starts from a fresh state and is merged into the running one
+// (MergePartition). With `partials` set (n_q = 1, one partition), the partition's state is stored there instead,
+// [head][m, l, o...], for MergePartitions.
 template <class E, class D>
 void AttendHeads(D dh, float* out, const float* q, int t, int n_q, int first_pos, const KvCacheView& cache,
-                 const AttentionShape& shape, int h0, int g, int kv_head, AttentionScratch& s) {
+                 const AttentionShape& shape, int h0, int g, int kv_head, int part_begin, int part_end, float* partials,
+                 AttentionScratch& s) {
   HWY_ALIGN static const float zeros[kMaxHeadDim] = {};
   const int lanes = static_cast<int>(hn::Lanes(dh));
   const int hd = shape.head_dim;
@@ -156,9 +185,9 @@ void AttendHeads(D dh, float* out, const float* q, int t, int n_q, int first_pos
   int n_keys[2] = {first_pos + t + 1, first_pos + t + n_q};
   float* o[2];
   for (int i = 0; i < n_q; ++i) {
-    o[i] = out + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
+    o[i] = partials ? nullptr : out + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
     const float* qh = q + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
-    std::fill(o[i], o[i] + static_cast<size_t>(g) * hd, 0.0f);
+    if (!partials) std::fill(o[i], o[i] + static_cast<size_t>(g) * hd, 0.0f);
     for (int d = 0; d < hd; ++d) {
       for (int h = 0; h < g; ++h) s.qt[d * lanes + i * g + h] = qh[h * hd + d];
     }
@@ -170,54 +199,81 @@ void AttendHeads(D dh, float* out, const float* q, int t, int n_q, int first_pos
   const auto second = hn::Ge(hn::Iota(dh, 0), hn::Set(dh, static_cast<float>(n_q == 2 ? g : lanes)));
   const float* keys[kChunk];
   const float* values[kChunk];
-  auto m = hn::Set(dh, -HUGE_VALF), l = hn::Zero(dh);
-  for (int j0 = 0; j0 < n_keys[n_q - 1]; j0 += kChunk) {
-    int count[2];
-    for (int i = 0; i < 2; ++i) count[i] = std::clamp(n_keys[i] - j0, 0, kChunk);
-    const int widest = count[n_q - 1];
-    Widen<E>(cache, cache.k, j0, widest, head_offset, hd, s.keys, zeros, keys);
-    Widen<E>(cache, cache.v, j0, widest, head_offset, hd, s.values, zeros, values);
-    Scores(dh, s.qt, keys, hd, scale, s.scores);
-    // Online softmax per lane: the new maximum rescales what was accumulated (by 0 on the first chunk). Key j is
-    // visible to a lane when j < its query's count.
-    const auto counts =
-        hn::IfThenElse(second, hn::Set(dh, static_cast<float>(count[1])), hn::Set(dh, static_cast<float>(count[0])));
-    const auto visible = [&](int j) { return hn::Lt(hn::Set(dh, static_cast<float>(j)), counts); };
-    const auto active = visible(0);  // lanes whose query sees a key of this chunk
-    auto chunk_max = hn::Set(dh, -HUGE_VALF);
-    for (int j = 0; j < widest; ++j) {
-      chunk_max =
-          hn::Max(chunk_max, hn::IfThenElse(visible(j), hn::Load(dh, s.scores + j * lanes), hn::Set(dh, -HUGE_VALF)));
+  float total_max[kMaxLanes], total_sum[kMaxLanes];
+  std::fill(total_max, total_max + kMaxLanes, -HUGE_VALF);
+  std::fill(total_sum, total_sum + kMaxLanes, 0.0f);
+  for (int part = part_begin; part < part_end; ++part) {
+    const int part_first = part * kAttentionPartition;
+    const int part_last = std::min(part_first + kAttentionPartition, n_keys[n_q - 1]);
+    std::fill(s.partial, s.partial + static_cast<size_t>(n_q) * g * hd, 0.0f);
+    auto m = hn::Set(dh, -HUGE_VALF), l = hn::Zero(dh);
+    for (int j0 = part_first; j0 < part_last; j0 += kChunk) {
+      int count[2];
+      for (int i = 0; i < 2; ++i) count[i] = std::clamp(n_keys[i] - j0, 0, kChunk);
+      const int widest = count[n_q - 1];
+      Widen<E>(cache, cache.k, j0, widest, head_offset, hd, s.keys, zeros, keys);
+      Widen<E>(cache, cache.v, j0, widest, head_offset, hd, s.values, zeros, values);
+      Scores(dh, s.qt, keys, hd, scale, s.scores);
+      // Online softmax per lane: the new maximum rescales what was accumulated (by 0 on the first chunk). Key j is
+      // visible to a lane when j < its query's count.
+      const auto counts =
+          hn::IfThenElse(second, hn::Set(dh, static_cast<float>(count[1])), hn::Set(dh, static_cast<float>(count[0])));
+      const auto visible = [&](int j) { return hn::Lt(hn::Set(dh, static_cast<float>(j)), counts); };
+      const auto active = visible(0);  // lanes whose query sees a key of this chunk
+      auto chunk_max = hn::Set(dh, -HUGE_VALF);
+      for (int j = 0; j < widest; ++j) {
+        chunk_max =
+            hn::Max(chunk_max, hn::IfThenElse(visible(j), hn::Load(dh, s.scores + j * lanes), hn::Set(dh, -HUGE_VALF)));
+      }
+      const auto new_max = hn::Max(m, chunk_max);
+      const auto factor = hn::IfThenElse(active, hn::Exp(dh, hn::Sub(m, new_max)), hn::Set(dh, 1.0f));
+      l = hn::Mul(l, factor);
+      for (int j = 0; j < widest; ++j) {
+        const auto p =
+            hn::IfThenElseZero(visible(j), hn::Exp(dh, hn::Sub(hn::Load(dh, s.scores + j * lanes), new_max)));
+        hn::Store(p, dh, s.scores + j * lanes);
+        l = hn::Add(l, p);
+      }
+      m = new_max;
+      hn::Store(factor, dh, s.shrink);
+      for (int i = 0; i < n_q; ++i) {
+        if (count[i] == 0) continue;
+        for (int h = 0; h < g; ++h) {
+          const int lane = i * g + h;
+          Accumulate(s.partial + static_cast<size_t>(lane) * hd, s.shrink[lane], s.scores + lane, lanes, values,
+                     count[i], hd);
+        }
+      }
     }
-    const auto new_max = hn::Max(m, chunk_max);
-    const auto factor = hn::IfThenElse(active, hn::Exp(dh, hn::Sub(m, new_max)), hn::Set(dh, 1.0f));
-    l = hn::Mul(l, factor);
-    for (int j = 0; j < widest; ++j) {
-      const auto p = hn::IfThenElseZero(visible(j), hn::Exp(dh, hn::Sub(hn::Load(dh, s.scores + j * lanes), new_max)));
-      hn::Store(p, dh, s.scores + j * lanes);
-      l = hn::Add(l, p);
-    }
-    m = new_max;
-    hn::Store(factor, dh, s.shrink);
+    hn::Store(l, dh, s.denominator);
+    hn::Store(m, dh, s.maximum);
     for (int i = 0; i < n_q; ++i) {
-      if (count[i] == 0) continue;
       for (int h = 0; h < g; ++h) {
         const int lane = i * g + h;
-        Accumulate(o[i] + static_cast<size_t>(h) * hd, s.shrink[lane], s.scores + lane, lanes, values, count[i], hd);
+        const float* o_p = s.partial + static_cast<size_t>(lane) * hd;
+        if (partials) {
+          float* slot = partials + static_cast<size_t>(h0 + h) * (hd + 2);
+          slot[0] = s.maximum[lane];
+          slot[1] = s.denominator[lane];
+          std::copy(o_p, o_p + hd, slot + 2);
+        } else {
+          MergePartition(total_max[lane], total_sum[lane], o[i] + static_cast<size_t>(h) * hd, s.maximum[lane],
+                         s.denominator[lane], o_p, hd);
+        }
       }
     }
   }
-  hn::Store(l, dh, s.denominator);
+  if (partials) return;
   for (int i = 0; i < n_q; ++i) {
     for (int h = 0; h < g; ++h) {
-      for (int d = 0; d < hd; ++d) o[i][static_cast<size_t>(h) * hd + d] /= s.denominator[i * g + h];
+      for (int d = 0; d < hd; ++d) o[i][static_cast<size_t>(h) * hd + d] /= total_sum[i * g + h];
     }
   }
 }
 
 template <class E>
 void AttentionImpl(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
-                   const AttentionShape& shape, int head_begin, int head_end) {
+                   const AttentionShape& shape, int head_begin, int head_end, int partition, float* partials) {
   const HeadTag dh;
   const PairTag dp;
   const int lanes = static_cast<int>(hn::Lanes(dh)), pair_lanes = static_cast<int>(hn::Lanes(dp));
@@ -230,10 +286,13 @@ void AttentionImpl(float* out, const float* q, int n_queries, int first_pos, con
       const int kv_head = h0 / group;
       const int h1 = std::min({head_end, (kv_head + 1) * group, h0 + lanes});
       if (n_q == 2 && 2 * (h1 - h0) <= pair_lanes) {
-        AttendHeads<E>(dp, out, q, t, 2, first_pos, cache, shape, h0, h1 - h0, kv_head, scratch);
+        AttendHeads<E>(dp, out, q, t, 2, first_pos, cache, shape, h0, h1 - h0, kv_head, 0,
+                       (first_pos + t + 1) / kAttentionPartition + 1, nullptr, scratch);
       } else {
         for (int i = 0; i < n_q; ++i) {
-          AttendHeads<E>(dh, out, q, t + i, 1, first_pos, cache, shape, h0, h1 - h0, kv_head, scratch);
+          const int parts = (first_pos + t + i) / kAttentionPartition + 1;  // through the query's own position
+          AttendHeads<E>(dh, out, q, t + i, 1, first_pos, cache, shape, h0, h1 - h0, kv_head, partials ? partition : 0,
+                         partials ? partition + 1 : parts, partials, scratch);
         }
       }
       h0 = h1;
@@ -242,13 +301,29 @@ void AttentionImpl(float* out, const float* q, int n_queries, int first_pos, con
 }
 
 void Attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
-               const AttentionShape& shape, int head_begin, int head_end) {
+               const AttentionShape& shape, int head_begin, int head_end, int partition, float* partials) {
   if (cache.dtype == DType::F16) {
-    AttentionImpl<F16Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
+    AttentionImpl<F16Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end, partition, partials);
   } else if (cache.dtype == DType::Q8_0) {
-    AttentionImpl<Q8Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
+    AttentionImpl<Q8Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end, partition, partials);
   } else {
-    AttentionImpl<F32Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
+    AttentionImpl<F32Elements>(out, q, n_queries, first_pos, cache, shape, head_begin, head_end, partition, partials);
+  }
+}
+
+void MergePartitions(float* out, const float* partials, int n_partitions, const AttentionShape& shape, int head_begin,
+                     int head_end) {
+  const int hd = shape.head_dim;
+  const size_t stride = static_cast<size_t>(shape.n_heads) * (hd + 2);
+  for (int h = head_begin; h < head_end; ++h) {
+    float* o = out + static_cast<size_t>(h) * hd;
+    std::fill(o, o + hd, 0.0f);
+    float m = -HUGE_VALF, l = 0.0f;
+    for (int p = 0; p < n_partitions; ++p) {
+      const float* slot = partials + p * stride + static_cast<size_t>(h) * (hd + 2);
+      MergePartition(m, l, o, slot[0], slot[1], slot + 2, hd);
+    }
+    for (int d = 0; d < hd; ++d) o[d] /= l;
   }
 }
 
@@ -259,14 +334,35 @@ HWY_AFTER_NAMESPACE();
 namespace ernie {
 
 HWY_EXPORT(Attention);
+HWY_EXPORT(MergePartitions);
+
+namespace {
+void check(const KvCacheView& cache, const AttentionShape& shape) {
+  if (cache.dtype != DType::F32 && cache.dtype != DType::F16 && cache.dtype != DType::Q8_0)
+    fail("attention: the cache must be F32, F16 or Q8_0");
+  if (shape.head_dim > kMaxHeadDim) fail("attention: head_dim ", shape.head_dim, " exceeds ", kMaxHeadDim);
+  if (cache.dtype == DType::Q8_0 && shape.head_dim % 32 != 0) fail("attention: a Q8_0 cache needs head_dim % 32 == 0");
+}
+}  // namespace
 
 void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                const AttentionShape& shape, int head_begin, int head_end) {
-  if (cache.dtype != DType::F32 && cache.dtype != DType::F16 && cache.dtype != DType::Q8_0)
-    fail("attention: the cache must be F32, F16 or Q8_0");
-  if (cache.dtype == DType::Q8_0 && shape.head_dim % 32 != 0) fail("attention: a Q8_0 cache needs head_dim % 32 == 0");
-  if (shape.head_dim > kMaxHeadDim) fail("attention: head_dim ", shape.head_dim, " exceeds ", kMaxHeadDim);
-  HWY_DYNAMIC_DISPATCH(Attention)(out, q, n_queries, first_pos, cache, shape, head_begin, head_end);
+  check(cache, shape);
+  HWY_DYNAMIC_DISPATCH(Attention)(out, q, n_queries, first_pos, cache, shape, head_begin, head_end, 0, nullptr);
+}
+
+void attention_partition(float* partials, const float* q, int position, const KvCacheView& cache,
+                         const AttentionShape& shape, int head_begin, int head_end, int partition) {
+  check(cache, shape);
+  if (partition < 0 || partition > position / kAttentionPartition) fail("attention: no keys in that partition");
+  HWY_DYNAMIC_DISPATCH(Attention)
+  (nullptr, q, 1, position, cache, shape, head_begin, head_end, partition,
+   partials + static_cast<size_t>(partition) * attention_partial_floats(shape));
+}
+
+void attention_merge(float* out, const float* partials, int position, const AttentionShape& shape, int head_begin,
+                     int head_end) {
+  HWY_DYNAMIC_DISPATCH(MergePartitions)(out, partials, position / kAttentionPartition + 1, shape, head_begin, head_end);
 }
 
 }  // namespace ernie

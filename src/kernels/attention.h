@@ -44,4 +44,25 @@ struct KvCacheView {
 void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                const AttentionShape& shape, int head_begin, int head_end);
 
+// Keys are taken in partitions of this many positions: a query's result is its partitions' results merged in order
+// (each a softmax over its own keys, rescaled to the common maximum). attention() merges them as it goes; a decoding
+// query over a long context can instead compute its partitions on different threads (attention_partition) and merge
+// them after (attention_merge), with the same bits: split-K ("flash-decoding"), so that several threads work on one
+// sequence.
+constexpr int kAttentionPartition = 256;
+
+// Floats one partition's state takes for one query row: per head its maximum score, denominator and head_dim
+// unnormalised outputs.
+constexpr size_t attention_partial_floats(const AttentionShape& shape) {
+  return static_cast<size_t>(shape.n_heads) * (shape.head_dim + 2);
+}
+// Partition `partition` (keys [partition, partition + 1) x kAttentionPartition, up to `position`) of the single query
+// q at `position`, heads [head_begin, head_end), into partials[partition * attention_partial_floats(shape) ...].
+void attention_partition(float* partials, const float* q, int position, const KvCacheView& cache,
+                         const AttentionShape& shape, int head_begin, int head_end, int partition);
+// out[heads] = the query's result from all position / kAttentionPartition + 1 partitions' states: exactly what
+// attention(out, q, 1, position, ...) writes.
+void attention_merge(float* out, const float* partials, int position, const AttentionShape& shape, int head_begin,
+                     int head_end);
+
 }  // namespace ernie

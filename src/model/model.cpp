@@ -12,7 +12,7 @@ namespace ernie {
 
 // ---- Workspace -----------------------------------------------------------------------------------------------------
 
-Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_)
+Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_, int max_positions)
     : max_tokens(max_tokens_), pool(pool_), own_pool(pool_ ? nullptr : std::make_unique<ThreadPool>(1)) {
   if (max_tokens <= 0) fail("a workspace needs room for at least one token");
   if (!pool) pool = own_pool.get();
@@ -33,6 +33,10 @@ Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_)
   }
   rope_cos.resize(B * (c.head_dim / 2));
   rope_sin.resize(B * (c.head_dim / 2));
+  // Split attention runs only while sequences x kv heads < threads: at most one sequence per thread.
+  max_partitions = max_positions / kAttentionPartition + 1;
+  attention_partials.resize(static_cast<size_t>(pool->size()) * max_partitions *
+                            attention_partial_floats({c.num_attention_heads, c.num_key_value_heads, c.head_dim}));
   row_chunk.resize(B);
   chunk_first_row.resize(B);
   logit_rows.resize(B);
@@ -40,7 +44,7 @@ Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_)
 
 size_t Workspace::bytes() const {
   return (x.size() + normed.size() + proj_out.size() + q.size() + k_new.size() + v_new.size() + attn_out.size() +
-          act.size() + rope_cos.size() + rope_sin.size()) *
+          act.size() + rope_cos.size() + rope_sin.size() + attention_partials.size()) *
              sizeof(float) +
          quantized.size() + (row_chunk.size() + chunk_first_row.size() + logit_rows.size()) * sizeof(int);
 }
@@ -86,6 +90,12 @@ void check_step(const Model& model, const Workspace& ws, std::span<const Chunk> 
     fail("forward: ", rows, " tokens exceed the workspace's ", ws.max_tokens);
   if (static_cast<int64_t>(logits.size()) != logit_rows(chunks) * vocab)
     fail("forward: logits must hold ", logit_rows(chunks), " x ", vocab, " floats");
+}
+
+constexpr int kAttentionRows = 16;  // queries of one chunk per attention task
+
+int tiles_of(const Chunk& c) {
+  return (static_cast<int>(c.tokens.size()) + kAttentionRows - 1) / kAttentionRows;
 }
 
 // One pass: the chunks' rows laid end to end, row r of chunk c at position c.sequence->position() + (r - first).
@@ -169,28 +179,65 @@ class Pass {
     lap(ForwardProfile::kRopeKvStore);
 
     // Tasks of up to kAttentionRows queries of one chunk and every query head of one kv head: the kernel runs those
-    // heads side by side in SIMD lanes and reads (widens) each cached key and value once for all of them.
-    constexpr int kAttentionRows = 16;
+    // heads side by side in SIMD lanes and reads (widens) each cached key and value once for all of them. When that
+    // leaves threads idle (a few decoding sequences), each long decoding sequence is split along its keys too
+    // (attention_partition), and its partitions are merged after: the same bits, more threads on one sequence.
     const int heads_per_kv = heads / kv_heads;
     const AttentionShape shape{heads, kv_heads, config_.head_dim};
-    const auto tiles_of = [](const Chunk& c) {
-      return (static_cast<int>(c.tokens.size()) + kAttentionRows - 1) / kAttentionRows;
-    };
     int tiles = 0;
     for (const Chunk& c : chunks_) tiles += tiles_of(c);
-    ws_.pool->run(tiles * kv_heads, [&](int task) {
-      int tile = task / kv_heads;
-      const int kv = task % kv_heads;
+    const bool split = tiles * kv_heads < ws_.pool->size();
+    const auto split_parts = [&](const Chunk& c) {
+      const int parts = c.sequence->position() / kAttentionPartition + 1;
+      return split && c.tokens.size() == 1 && parts > 1 && parts <= ws_.max_partitions ? parts : 0;
+    };
+    int regular = 0, split_tasks = 0;
+    for (const Chunk& c : chunks_) {
+      if (split_parts(c) > 0) {
+        split_tasks += split_parts(c) * kv_heads;
+      } else {
+        regular += tiles_of(c) * kv_heads;
+      }
+    }
+    const size_t partial_floats = attention_partial_floats(shape);
+    ws_.pool->run(regular + split_tasks, [&](int task) {
       size_t c = 0;
-      while (tile >= tiles_of(chunks_[c])) tile -= tiles_of(chunks_[c++]);
+      if (task < regular) {
+        int tile = task / kv_heads;
+        const int kv = task % kv_heads;
+        while (split_parts(chunks_[c]) > 0 || tile >= tiles_of(chunks_[c])) {
+          if (split_parts(chunks_[c]) == 0) tile -= tiles_of(chunks_[c]);
+          ++c;
+        }
+        const Chunk& chunk = chunks_[c];
+        const int row0 = tile * kAttentionRows;
+        const size_t offset = static_cast<size_t>(ws_.chunk_first_row[c] + row0) * q_dim;
+        attention(ws_.attn_out.data() + offset, ws_.q.data() + offset,
+                  std::min(kAttentionRows, static_cast<int>(chunk.tokens.size()) - row0),
+                  chunk.sequence->position() + row0, cache_.view(layer_index, *chunk.sequence), shape,
+                  kv * heads_per_kv, (kv + 1) * heads_per_kv);
+        return;
+      }
+      int index = task - regular, slot = 0;
+      while (index >= split_parts(chunks_[c]) * kv_heads) {
+        index -= split_parts(chunks_[c]) * kv_heads;
+        if (split_parts(chunks_[c]) > 0) ++slot;
+        ++c;
+      }
+      const int kv = index % kv_heads, partition = index / kv_heads;
       const Chunk& chunk = chunks_[c];
-      const int row0 = tile * kAttentionRows;
-      const size_t offset = static_cast<size_t>(ws_.chunk_first_row[c] + row0) * q_dim;
-      attention(ws_.attn_out.data() + offset, ws_.q.data() + offset,
-                std::min(kAttentionRows, static_cast<int>(chunk.tokens.size()) - row0),
-                chunk.sequence->position() + row0, cache_.view(layer_index, *chunk.sequence), shape, kv * heads_per_kv,
-                (kv + 1) * heads_per_kv);
+      attention_partition(ws_.attention_partials.data() + slot * ws_.max_partitions * partial_floats,
+                          ws_.q.data() + static_cast<size_t>(ws_.chunk_first_row[c]) * q_dim,
+                          chunk.sequence->position(), cache_.view(layer_index, *chunk.sequence), shape,
+                          kv * heads_per_kv, (kv + 1) * heads_per_kv, partition);
     });
+    int slot = 0;
+    for (size_t c = 0; c < chunks_.size(); ++c) {
+      if (split_parts(chunks_[c]) == 0) continue;
+      attention_merge(ws_.attn_out.data() + static_cast<size_t>(ws_.chunk_first_row[c]) * q_dim,
+                      ws_.attention_partials.data() + slot++ * ws_.max_partitions * partial_floats,
+                      chunks_[c].sequence->position(), shape, 0, heads);
+    }
     lap(ForwardProfile::kAttention);
 
     const MatmulTask o[] = {{ws_.proj_out.data(), &layer.o_proj, bias(layer.o_bias)}};

@@ -99,7 +99,8 @@ struct ForwardProfile {
 // the largest step it may run) and reused by every step, so that a step allocates nothing. Plain buffers: forward()
 // owns their meaning. Also carries the pass's thread pool and its instrumentation.
 struct Workspace {
-  Workspace(const Model& model, int max_tokens, ThreadPool* pool = nullptr);
+  // max_positions: the longest sequence a step may hold (sizes the split-attention buffer).
+  Workspace(const Model& model, int max_tokens, ThreadPool* pool, int max_positions);
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
@@ -121,9 +122,11 @@ struct Workspace {
   std::vector<uint8_t> quantized;  // a matmul input quantized to int8 blocks [B, max width]
   std::vector<float> rope_cos;     // the rows' RoPE angles [B, head_dim / 2]
   std::vector<float> rope_sin;
-  std::vector<int> row_chunk;        // chunk of each row [B]
-  std::vector<int> chunk_first_row;  // first row of each chunk [B]
-  std::vector<int> logit_rows;       // rows whose logits are computed [B]
+  int max_partitions = 0;                 // key partitions of the longest sequence
+  std::vector<float> attention_partials;  // split attention's states [threads][max_partitions][heads][2 + head_dim]
+  std::vector<int> row_chunk;             // chunk of each row [B]
+  std::vector<int> chunk_first_row;       // first row of each chunk [B]
+  std::vector<int> logit_rows;            // rows whose logits are computed [B]
 
   size_t bytes() const;
 };

@@ -27,7 +27,7 @@ Session::Session(const Model& model, const SessionOptions& options)
       sequence_(capped_context(model, options.context_length)),
       workspace_(model,
                  options.max_batch_tokens > 0 ? options.max_batch_tokens : (fail("batch size must be positive"), 1),
-                 options.pool),
+                 options.pool, capped_context(model, options.context_length)),
       logits_(model.config().vocab_size) {}
 
 void Session::check_input(std::span<const int32_t> tokens) const {

@@ -110,5 +110,38 @@ TEST(AttentionBlocks, ScatteredBlocksGiveTheContiguousResult) {
   });
 }
 
+// A decoding query's partitions computed one by one (on any thread) and merged give attention()'s bits, for a query
+// in the first partition, on a partition boundary and deep in a long context.
+TEST(AttentionBlocks, SplitPartitionsMergeToTheSameBits) {
+  for_each_simd_target([] {
+    Random rnd(122);
+    const AttentionShape shape{8, 2, 64};
+    const int kv = 2 * 64, q_stride = 8 * 64;
+    for (DType dtype : {DType::F32, DType::F16, DType::Q8_0}) {
+      for (int position : {5, kAttentionPartition - 1, kAttentionPartition, 3 * kAttentionPartition + 17}) {
+        SCOPED_TRACE(std::string(dtype_name(dtype)) + " position " + std::to_string(position));
+        const int n_keys = (position / kKvBlockPositions + 1) * kKvBlockPositions;
+        const auto values = rnd.vector(static_cast<size_t>(n_keys) * kv);
+        std::vector<uint8_t> k(dtype_row_bytes(dtype, static_cast<int64_t>(values.size()))), v(k.size());
+        quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(values.size()));
+        quantize_row(dtype, rnd.vector(values.size()).data(), v.data(), static_cast<int64_t>(values.size()));
+        const KvCacheView cache{dtype, k.data(), v.data(), contiguous_blocks(), kv};
+        const auto q = rnd.vector(q_stride);
+        std::vector<float> whole(q_stride), merged(q_stride);
+        attention(whole.data(), q.data(), 1, position, cache, shape, 0, 8);
+        const int parts = position / kAttentionPartition + 1;
+        std::vector<float> partials(parts * attention_partial_floats(shape));
+        for (int p = parts - 1; p >= 0; --p) {  // any order: each partition is independent
+          for (int kv_head = 0; kv_head < 2; ++kv_head) {
+            attention_partition(partials.data(), q.data(), position, cache, shape, 4 * kv_head, 4 * kv_head + 4, p);
+          }
+        }
+        attention_merge(merged.data(), partials.data(), position, shape, 0, 8);
+        EXPECT_EQ(first_difference(whole, merged), -1);
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace ernie

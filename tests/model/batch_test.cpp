@@ -41,7 +41,7 @@ TEST_P(OneStep, MixedPrefillAndDecodeMatchEachSequenceAlone) {
   const auto long_prompt = ramp(20, 100, 37), all_prompt = ramp(5, 9, 101);
 
   KvCache cache(model->config(), KvCacheOptions{.blocks = 32, .dtype = kv});
-  Workspace ws(*model, 64);
+  Workspace ws(*model, 64, nullptr, 128);
   std::vector<Sequence> seqs;
   for (int i = 0; i < 5; ++i) seqs.emplace_back(64);
   for (int i = 0; i < 3; ++i) {  // the decoding sequences' histories, one step each
@@ -89,7 +89,7 @@ TEST_P(OneStep, AttachedPrefixGivesTheColdResult) {
       if (kv == DType::Q8_0 && model->config().head_dim % 32 != 0) continue;
       SCOPED_TRACE(dir.string() + ", KV " + std::string(dtype_name(kv)));
       KvCache cache(model->config(), KvCacheOptions{.blocks = 16, .dtype = kv});
-      Workspace ws(*model, 64);
+      Workspace ws(*model, 64, nullptr, 128);
       const auto prompt = ramp(40, 3, 53);
       Sequence cold(64), warm(64);
       std::vector<float> cold_logits(vocab), warm_logits(vocab);
@@ -124,7 +124,7 @@ TEST(OneStepErrors, BadInputLeavesEverySequenceUnchanged) {
   const auto model = Model::load(fixture("tiny-ernie/model"));
   const int vocab = model->config().vocab_size;
   KvCache cache(model->config(), KvCacheOptions{.blocks = 8, .dtype = DType::F32});
-  Workspace ws(*model, 8);
+  Workspace ws(*model, 8, nullptr, 128);
   Sequence a(16), b(16), c(16);
   ASSERT_TRUE(cache.reserve(a, 4));
   ASSERT_TRUE(cache.reserve(b, 16));
@@ -175,6 +175,27 @@ TEST(Threads, CountNeverChangesLogits) {
     EXPECT_EQ(results[0], results[1]);
     EXPECT_EQ(results[0], results[2]);
   }
+}
+
+// With more threads than a decoding sequence's kv heads, its attention is split along the keys (partitions of
+// kAttentionPartition) and merged: the logits are the bits one thread computes.
+TEST(Threads, SplitAttentionOverALongContextChangesNoLogit) {
+  const auto model = Model::load(fixture("tiny-ernie/model"));
+  ASSERT_LT(model->config().num_key_value_heads, 4);
+  const auto prompt = ramp(3 * kAttentionPartition + 40, 11, 3);  // ids below the fixture's 3008
+  std::vector<std::vector<float>> results;
+  for (int threads : {1, 4}) {
+    ThreadPool pool(threads);
+    Session session(*model, SessionOptions{.context_length = 1024, .pool = &pool});
+    session.forward(prompt);
+    std::vector<float> all;
+    for (int32_t t : {5, 6, 7}) {
+      const auto logits = session.forward(std::span(&t, 1));
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    results.push_back(all);
+  }
+  EXPECT_EQ(results[0], results[1]);
 }
 
 // A profile counts every pass (a 20-token prompt in chunks of 8 is three) and charges time to the ops that ran, and

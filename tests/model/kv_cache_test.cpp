@@ -160,7 +160,7 @@ TEST(KvCache, EvictionUnderPressureNeverChangesARunningSequence) {
   }
 
   KvCache cache(model->config(), KvCacheOptions{.blocks = 10, .dtype = DType::F32});
-  Workspace ws(*model, 64);
+  Workspace ws(*model, 64, nullptr, 128);
   Sequence running(128);
   ASSERT_TRUE(cache.reserve(running, static_cast<int>(prompt.size())));
   const Chunk first{&running, prompt, Logits::kNone};
