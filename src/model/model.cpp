@@ -29,7 +29,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
     model->tensors_ = CheckpointTensors::from(*model->safetensors_);
   }
   model->weights_ = bind_weights(model->config_, model->tensors_);
-  if (options.dtype) model->convert_weights(*options.dtype, options.pool);
+  model->convert_weights(options.dtype, options.pool);
   return model;
 }
 
@@ -119,7 +119,7 @@ size_t converted_bytes(DType dtype, const WeightMatrix& m) {
 
 }  // namespace
 
-void Model::convert_weights(DType target, ThreadPool* pool) {
+void Model::convert_weights(std::optional<DType> target, ThreadPool* pool) {
   struct Job {
     WeightMatrix* matrix;
     DType to;
@@ -128,11 +128,12 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
   std::vector<Job> jobs;
   size_t total = 0;
   for_each_matrix(weights_, config_.tie_word_embeddings, [&](WeightMatrix& m) {
-    if (m.dtype == target && m.packed == uses_quantized_input(target)) return;
-    if (m.cols % dtype_block_elements(target) != 0)
-      fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(target));
-    jobs.push_back({&m, target, nullptr});
-    total += converted_bytes(target, m) + kAlignment;
+    const DType to = target.value_or(m.dtype);
+    if (m.dtype == to && m.packed == uses_quantized_input(to)) return;
+    if (m.cols % dtype_block_elements(to) != 0)
+      fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(to));
+    jobs.push_back({&m, to, nullptr});
+    total += converted_bytes(to, m) + kAlignment;
   });
   if (jobs.empty()) return;
   converted_ = LargeBuffer::allocate(total + kAlignment);
@@ -162,7 +163,7 @@ void Model::convert_weights(DType target, ThreadPool* pool) {
     std::vector<float> row(m.cols);
     const size_t out_row_bytes = dtype_row_bytes(job.to, m.cols);
     const bool pack = uses_quantized_input(job.to);
-    // Rows already of the target type (a GGUF Q8_0 file asked for int8) are packed straight from the map; others are
+    // Rows already of the target type (a GGUF Q8_0 or Q4_0 file) are packed straight from the map; others are
     // converted into a buffer first (uninitialised: every byte is written, and zeroing it cost as much as the packing).
     const bool same_type = m.dtype == job.to;
     std::unique_ptr<uint8_t[]> plain(pack && !same_type ? new uint8_t[out_row_bytes * (r1 - r0)] : nullptr);
