@@ -44,15 +44,16 @@ std::vector<float> random_floats(size_t n, uint32_t seed) {
   return v;
 }
 
-// `copies` copies of one random [rows, cols] matrix in dtype (packed: see matmul.h), back to back, each starting on a
-// cache line.
+// `copies` copies of one random [rows, cols] matrix in dtype (integer types packed, as the kernels take them: see
+// matmul.h), back to back, each starting on a cache line.
 struct WeightSet {
   std::vector<uint8_t> storage;
   std::vector<WeightMatrix> copies;
 };
 
-WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes, bool packed) {
+WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes) {
   WeightSet set;
+  const bool packed = uses_quantized_input(dtype);
   const WeightMatrix shape{dtype, nullptr, rows, cols, packed};
   const size_t bytes = (shape.bytes() + 63) / 64 * 64;
   const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
@@ -74,8 +75,8 @@ WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes, 
   return set;
 }
 
-std::string layout_label(DType dtype, bool packed) {
-  return std::string(dtype_name(dtype)) + (packed ? " packed" : "");
+std::string layout_label(DType dtype) {
+  return std::string(dtype_name(dtype)) + (uses_quantized_input(dtype) ? " packed" : "");
 }
 
 struct Activations {
@@ -168,13 +169,12 @@ BENCHMARK(Bandwidth)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecon
 
 // ---- Matmuls ------------------------------------------------------------------------------------------------------
 
-// Args: dtype, rows, cols, threads, packed.
+// Args: dtype, rows, cols, threads.
 void Decode(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20, packed);
+  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   size_t next = 0;
@@ -185,16 +185,15 @@ void Decode(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 // The same kernel on a matrix that stays in L2: how fast it could stream if memory were not the limit.
-// Args: dtype, rows, cols, packed.
+// Args: dtype, rows, cols.
 void DecodeCached(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const bool packed = state.range(3) != 0;
-  const WeightSet weights = make_weights(dtype, rows, cols, 0, packed);
+  const WeightSet weights = make_weights(dtype, rows, cols, 0);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   for (auto _ : state) {
@@ -202,16 +201,15 @@ void DecodeCached(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 void DecodeSwiglu(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20, packed);
-  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20, packed);
+  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20);
+  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   size_t next = 0;
@@ -222,16 +220,15 @@ void DecodeSwiglu(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows * 2));
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 void Prefill(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
   constexpr int kTokens = 128;
-  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet weights = make_weights(dtype, rows, cols, 0, packed);
+  const WeightSet weights = make_weights(dtype, rows, cols, 0);
   const Activations a = make_activations(kTokens, cols);
   std::vector<float> out(static_cast<size_t>(kTokens) * rows);
   for (auto _ : state) {
@@ -241,17 +238,14 @@ void Prefill(benchmark::State& state) {
   }
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * kTokens * rows * cols, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 void MatmulShapes(benchmark::internal::Benchmark* b, std::initializer_list<std::pair<int, int>> shapes) {
-  b->ArgNames({"dtype", "rows", "cols", "threads", "packed"});
+  b->ArgNames({"dtype", "rows", "cols", "threads"});
   for (DType dtype : kDtypes) {
-    for (const int packed : {0, 1}) {
-      if (packed && !uses_quantized_input(dtype)) continue;
-      for (const auto& [rows, cols] : shapes) {
-        for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads, packed});
-      }
+    for (const auto& [rows, cols] : shapes) {
+      for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads});
     }
   }
   b->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -259,11 +253,8 @@ void MatmulShapes(benchmark::internal::Benchmark* b, std::initializer_list<std::
 
 BENCHMARK(Decode)->Apply([](auto* b) { MatmulShapes(b, {{1024, 1024}, {3072, 1024}, {1024, 3072}, {103424, 1024}}); });
 BENCHMARK(DecodeCached)->Apply([](auto* b) {
-  b->ArgNames({"dtype", "rows", "cols", "packed"});
-  for (DType dtype : kDtypes) {
-    b->Args({static_cast<int>(dtype), 128, 1024, 0});
-    if (uses_quantized_input(dtype)) b->Args({static_cast<int>(dtype), 128, 1024, 1});
-  }
+  b->ArgNames({"dtype", "rows", "cols"});
+  for (DType dtype : kDtypes) b->Args({static_cast<int>(dtype), 128, 1024});
   b->Unit(benchmark::kMicrosecond);
 });
 BENCHMARK(DecodeSwiglu)->Apply([](auto* b) { MatmulShapes(b, {{3072, 1024}}); });
