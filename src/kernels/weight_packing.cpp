@@ -1,5 +1,6 @@
 // The packed layout of Q8_0/Q4_0 matrices (matmul.h): packing plain ggml rows into groups, and reading rows back.
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "core/error.h"
@@ -16,11 +17,11 @@ size_t step_byte(int lane, int s, int j) {
   return static_cast<size_t>(s * kStepBytes + lane * 4 + j);
 }
 
-// The nibble of Q4_0 quant i in a plain block's quants q (ggml: quant i in the low nibble of byte i, quant 16 + i in
-// its high nibble), read, and or-ed into zeroed quants.
-uint8_t q4_nibble(const uint8_t* q, int i) {
-  return i < kQuantBlock / 2 ? q[i] & 0x0f : q[i - kQuantBlock / 2] >> 4;
-}
+// Packing moves a step's 4 bytes of a row as one little-endian word.
+static_assert(std::endian::native == std::endian::little);
+
+// Or-s Q4_0 quant i into a plain block's zeroed quants q (ggml: quant i in the low nibble of byte i, quant 16 + i in
+// its high nibble).
 void set_q4_nibble(uint8_t* q, int i, uint8_t nibble) {
   q[i % (kQuantBlock / 2)] |= i < kQuantBlock / 2 ? nibble : nibble << 4;
 }
@@ -77,16 +78,21 @@ void pack_weight_group(DType dtype, int cols, const uint8_t* rows, int n_rows, u
       std::memcpy(out + packed_scales_bytes(b) + lane * sizeof(uint16_t), block, sizeof(uint16_t));
       const uint8_t* q = block + sizeof(uint16_t);
       uint8_t* quants = out + packed_scales_bytes(blocks) + b * packed_quant_bytes(dtype);
-      if (dtype == DType::Q8_0) {
-        for (int s = 0; s < kQuantBlock / 4; ++s) {
-          for (int j = 0; j < 4; ++j) quants[step_byte(lane, s, j)] = q[4 * s + j] ^ 0x80;  // int8 + 128
+      // A step's 4 bytes of the row at a time.
+      for (int s = 0; s < kQuantBlock / (dtype == DType::Q8_0 ? 4 : 8); ++s) {
+        uint32_t word;
+        if (dtype == DType::Q8_0) {
+          std::memcpy(&word, q + 4 * s, 4);
+          word ^= 0x80808080u;  // int8 + 128
+        } else {
+          // Quants 8s + j and 8s + 4 + j: low nibbles of bytes 8s + j and 8s + 4 + j for s < 2, high ones of
+          // bytes 8s - 16 + j and 8s - 12 + j after.
+          uint32_t a, b;
+          std::memcpy(&a, q + 8 * (s % 2), 4);
+          std::memcpy(&b, q + 8 * (s % 2) + 4, 4);
+          word = s < 2 ? (a & 0x0f0f0f0fu) | (b & 0x0f0f0f0fu) << 4 : (a >> 4 & 0x0f0f0f0fu) | (b & 0xf0f0f0f0u);
         }
-      } else {
-        for (int s = 0; s < kQuantBlock / 8; ++s) {
-          for (int j = 0; j < 4; ++j) {
-            quants[step_byte(lane, s, j)] = q4_nibble(q, 8 * s + j) | q4_nibble(q, 8 * s + 4 + j) << 4;
-          }
-        }
+        std::memcpy(quants + step_byte(lane, s, 0), &word, 4);
       }
     }
   }
