@@ -4,7 +4,8 @@
 //   Bandwidth/threads    the machine's read bandwidth (a streaming sum over 1 GiB, widest loads, prefetching): the
 //                        roofline for decode
 //   Decode/...           one token × W[rows, cols]: bytes_per_second counts the weight bytes streamed; the weights
-//                        cycle through copies totalling >= 256 MiB so that they come from DRAM, as in a real decode
+//                        cycle through copies totalling >= 256 MiB so that they come from DRAM, as in a real decode,
+//                        in 4 KiB pages (a mapped checkpoint) or, huge_pages:1, 2 MiB ones (weights converted at load)
 //   DecodeCached/...     one token × a matrix that stays in L2: the kernel's speed when memory is not the limit
 //   DecodeSwiglu/...     gate and up fused, one token
 //   Prefill/...          128 tokens × W: FLOP/s = 2 · 128 · rows · cols per second
@@ -13,6 +14,7 @@
 // Run: build/bench_kernels --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // (ERNIE_DISABLE_AVX512=1 in the environment measures the AVX2 kernels on an AVX-512 machine.)
 #include <benchmark/benchmark.h>
+#include <sys/mman.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/large_buffer.h"
 #include "core/thread_pool.h"
 #include "hwy/targets.h"
 #include "kernels/attention.h"
@@ -44,20 +47,23 @@ std::vector<float> random_floats(size_t n, uint32_t seed) {
   return v;
 }
 
-// `copies` copies of one random [rows, cols] matrix in dtype (packed: see matmul.h), back to back, each starting on a
-// cache line.
+// `copies` copies of one random [rows, cols] matrix in dtype (integer types packed, as the kernels take them: see
+// matmul.h), back to back, each starting on a cache line. In 4 KiB pages, as a mapped checkpoint file is, unless
+// huge_pages (transparent huge pages, as the matrices a model converts at load are: core/large_buffer.h).
 struct WeightSet {
-  std::vector<uint8_t> storage;
+  LargeBuffer storage;
   std::vector<WeightMatrix> copies;
 };
 
-WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes, bool packed) {
+WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes, bool huge_pages = false) {
   WeightSet set;
+  const bool packed = uses_quantized_input(dtype);
   const WeightMatrix shape{dtype, nullptr, rows, cols, packed};
   const size_t bytes = (shape.bytes() + 63) / 64 * 64;
   const size_t copies = std::max<size_t>(1, (min_total_bytes + bytes - 1) / bytes);
-  set.storage.resize(bytes * copies + 64);
-  uint8_t* base = set.storage.data() + (64 - reinterpret_cast<uintptr_t>(set.storage.data()) % 64) % 64;
+  set.storage = LargeBuffer::allocate(bytes * copies + 64);
+  if (!huge_pages) madvise(set.storage.data(), set.storage.size(), MADV_NOHUGEPAGE);
+  uint8_t* base = set.storage.data();
   const auto row = random_floats(cols, 1);
   std::vector<uint8_t> plain(shape.row_bytes() * kPackedRows);
   for (int r = 0; r < rows; ++r) {
@@ -74,8 +80,8 @@ WeightSet make_weights(DType dtype, int rows, int cols, size_t min_total_bytes, 
   return set;
 }
 
-std::string layout_label(DType dtype, bool packed) {
-  return std::string(dtype_name(dtype)) + (packed ? " packed" : "");
+std::string layout_label(DType dtype) {
+  return std::string(dtype_name(dtype)) + (uses_quantized_input(dtype) ? " packed" : "");
 }
 
 struct Activations {
@@ -168,13 +174,13 @@ BENCHMARK(Bandwidth)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecon
 
 // ---- Matmuls ------------------------------------------------------------------------------------------------------
 
-// Args: dtype, rows, cols, threads, packed.
+// Args: dtype, rows, cols, threads, huge_pages.
 void Decode(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20, packed);
+  const bool huge_pages = state.range(4) != 0;
+  const WeightSet weights = make_weights(dtype, rows, cols, size_t{256} << 20, huge_pages);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   size_t next = 0;
@@ -185,16 +191,15 @@ void Decode(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype) + (huge_pages ? ", 2 MiB pages" : ""));
 }
 
 // The same kernel on a matrix that stays in L2: how fast it could stream if memory were not the limit.
-// Args: dtype, rows, cols, packed.
+// Args: dtype, rows, cols.
 void DecodeCached(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const bool packed = state.range(3) != 0;
-  const WeightSet weights = make_weights(dtype, rows, cols, 0, packed);
+  const WeightSet weights = make_weights(dtype, rows, cols, 0);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   for (auto _ : state) {
@@ -202,16 +207,15 @@ void DecodeCached(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows));
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 void DecodeSwiglu(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
-  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20, packed);
-  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20, packed);
+  const WeightSet gate = make_weights(dtype, rows, cols, size_t{128} << 20);
+  const WeightSet up = make_weights(dtype, rows, cols, size_t{128} << 20);
   const Activations a = make_activations(1, cols);
   std::vector<float> out(rows);
   size_t next = 0;
@@ -222,16 +226,15 @@ void DecodeSwiglu(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * dtype_row_bytes(dtype, cols) * rows * 2));
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 void Prefill(benchmark::State& state) {
   const DType dtype = static_cast<DType>(state.range(0));
   const int rows = static_cast<int>(state.range(1)), cols = static_cast<int>(state.range(2));
   constexpr int kTokens = 128;
-  const bool packed = state.range(4) != 0;
   ThreadPool pool(static_cast<int>(state.range(3)));
-  const WeightSet weights = make_weights(dtype, rows, cols, 0, packed);
+  const WeightSet weights = make_weights(dtype, rows, cols, 0);
   const Activations a = make_activations(kTokens, cols);
   std::vector<float> out(static_cast<size_t>(kTokens) * rows);
   for (auto _ : state) {
@@ -241,29 +244,34 @@ void Prefill(benchmark::State& state) {
   }
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * kTokens * rows * cols, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(layout_label(dtype, packed));
+  state.SetLabel(layout_label(dtype));
 }
 
 void MatmulShapes(benchmark::internal::Benchmark* b, std::initializer_list<std::pair<int, int>> shapes) {
-  b->ArgNames({"dtype", "rows", "cols", "threads", "packed"});
+  b->ArgNames({"dtype", "rows", "cols", "threads"});
   for (DType dtype : kDtypes) {
-    for (const int packed : {0, 1}) {
-      if (packed && !uses_quantized_input(dtype)) continue;
-      for (const auto& [rows, cols] : shapes) {
-        for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads, packed});
-      }
+    for (const auto& [rows, cols] : shapes) {
+      for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads});
     }
   }
   b->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
 
-BENCHMARK(Decode)->Apply([](auto* b) { MatmulShapes(b, {{1024, 1024}, {3072, 1024}, {1024, 3072}, {103424, 1024}}); });
-BENCHMARK(DecodeCached)->Apply([](auto* b) {
-  b->ArgNames({"dtype", "rows", "cols", "packed"});
+// Decode in 4 KiB pages at every shape, and in 2 MiB pages at one: what the TLB misses of a mapped checkpoint cost.
+BENCHMARK(Decode)->Apply([](auto* b) {
+  b->ArgNames({"dtype", "rows", "cols", "threads", "huge_pages"});
   for (DType dtype : kDtypes) {
-    b->Args({static_cast<int>(dtype), 128, 1024, 0});
-    if (uses_quantized_input(dtype)) b->Args({static_cast<int>(dtype), 128, 1024, 1});
+    for (const auto& [rows, cols] :
+         std::initializer_list<std::pair<int, int>>{{1024, 1024}, {3072, 1024}, {1024, 3072}, {103424, 1024}}) {
+      for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), rows, cols, threads, 0});
+    }
+    for (int threads : {1, 2}) b->Args({static_cast<int>(dtype), 3072, 1024, threads, 1});
   }
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+});
+BENCHMARK(DecodeCached)->Apply([](auto* b) {
+  b->ArgNames({"dtype", "rows", "cols"});
+  for (DType dtype : kDtypes) b->Args({static_cast<int>(dtype), 128, 1024});
   b->Unit(benchmark::kMicrosecond);
 });
 BENCHMARK(DecodeSwiglu)->Apply([](auto* b) { MatmulShapes(b, {{3072, 1024}}); });

@@ -8,8 +8,8 @@
 // last bits between SIMD targets (the best one the CPU supports is chosen once, at the first call).
 //
 // Cost: one token streams the weights once (memory-bound: several rows at a time, sequentially); several tokens reuse
-// each weight vector from registers across 4 tokens, with activations blocked for L2 and weights for L1. Nothing here
-// allocates; calls on disjoint row ranges (or different outputs) may run concurrently.
+// each weight vector from registers across a tile of tokens, with activations blocked for L2 and weights for L1.
+// Nothing here allocates; calls on disjoint row ranges (or different outputs) may run concurrently.
 #pragma once
 
 #include <cstddef>
@@ -21,8 +21,10 @@
 
 namespace ernie {
 
-// Q8_0 and Q4_0 matrices come in two layouts. The plain one is ggml's (a mapped GGUF file is used in place). The
-// packed one (pack_weight_group) lets one SIMD dot-product instruction advance kPackedRows rows at once, each row in
+// Q8_0 and Q4_0 matrices come in two layouts. The plain one is ggml's, as GGUF files store it; read_row and the
+// references take it, the matmul kernels do not (they refuse it): a model packs its integer matrices at load, so that
+// every integer matmul runs through one kernel family whatever file the weights came from. The packed layout
+// (pack_weight_group) lets one SIMD dot-product instruction advance kPackedRows rows at once, each row in
 // its own 32-bit lane, with no per-row horizontal sums: rows are taken in groups of kPackedRows (the last group
 // padded with zero rows). A group stores first, block by block, its rows' F16 scales in row order, then, block by
 // block, the quants in steps of 4 bytes per row, row after row. A Q8_0 step holds 4 consecutive quants of each row,
@@ -36,9 +38,9 @@ struct WeightMatrix {
   const uint8_t* data = nullptr;  // rows * row_bytes(), row-major; may be unaligned (mapped file)
   int rows = 0;
   int cols = 0;         // a multiple of dtype_block_elements(dtype)
-  bool packed = false;  // Q8_0/Q4_0 in the packed layout (fastest when data is 64-byte aligned)
+  bool packed = false;  // Q8_0/Q4_0 in the packed layout (matmul needs it; fastest when data is 64-byte aligned)
 
-  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }  // as stored in the plain layout
+  size_t row_bytes() const { return dtype_row_bytes(dtype, cols); }       // as stored in the plain layout
   const uint8_t* row(int64_t r) const { return data + r * row_bytes(); }  // plain layout only
   size_t bytes() const { return row_bytes() * (packed ? packed_rows(rows) : rows); }
   static int64_t packed_rows(int64_t rows) { return (rows + kPackedRows - 1) / kPackedRows * kPackedRows; }
@@ -78,7 +80,7 @@ void rmsnorm_quantize_input(float* out, uint8_t* quantized, const float* x, cons
                             int row_begin, int row_end);
 
 // out[t, r] = sum_c x[t, c] * W[r, c] + bias[r] for t < in.n and r in [row_begin, row_end); out is [in.n, W.rows]
-// and only the given rows are written; bias is [W.rows] or null.
+// and only the given rows are written; bias is [W.rows] or null. Q8_0/Q4_0 weights must be packed.
 void matmul(float* out, const MatmulInput& in, const WeightMatrix& w, const float* bias, int row_begin, int row_end);
 
 // The SwiGLU feed-forward's first half in one pass: out[t, r] = silu(g) * u with g = x·gate[r] + gate_bias[r] and

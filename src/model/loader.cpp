@@ -26,6 +26,7 @@ struct Conversion {
   int64_t rows, cols;
   DType to;
   bool pack;
+  bool release_source;     // drop `in`'s pages as rows are converted (a file mapping, read again if touched)
   uint8_t* out = nullptr;  // set by convert()
 
   size_t in_row_bytes() const {
@@ -85,7 +86,7 @@ LargeBuffer convert(std::span<Conversion> jobs, ThreadPool* pool) {
       pack_weight_group(job.to, static_cast<int>(job.cols), rows + (g - r0) * out_row,
                         static_cast<int>(std::min<int64_t>(kPackedRows, r1 - g)), job.out + g * out_row);
     }
-    release_mapped_range(job.in + r0 * in_row, in_row * (r1 - r0));
+    if (job.release_source) release_mapped_range(job.in + r0 * in_row, in_row * (r1 - r0));
   });
   return buffer;
 }
@@ -119,7 +120,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
     model->tensors_ = CheckpointTensors::from(*model->safetensors_);
   }
   model->weights_ = bind_weights(model->config_, model->tensors_);
-  if (options.dtype) model->convert_weights(*options.dtype, options.pool);
+  model->convert_weights(options.dtype, options.pool);
   return model;
 }
 
@@ -145,7 +146,8 @@ void Model::bind_gguf_tensors(DType widen_to, ThreadPool* pool) {
       const int64_t cols = t.ne[0], rows = t.element_count() / cols;
       view.nbytes = dtype_row_bytes(widen_to, t.element_count());
       view.data = nullptr;
-      jobs.push_back(Conversion{t.data, std::nullopt, t.type, rows, cols, widen_to, /*pack=*/false});
+      jobs.push_back(Conversion{t.data, std::nullopt, t.type, rows, cols, widen_to, /*pack=*/false,
+                                /*release_source=*/true});
     }
     TensorView& placed = tensors_.by_name.insert_or_assign(key, std::move(view)).first->second;
     if (!stored) widened.push_back(&placed);
@@ -155,21 +157,25 @@ void Model::bind_gguf_tensors(DType widen_to, ThreadPool* pool) {
   for (size_t i = 0; i < jobs.size(); ++i) widened[i]->data = jobs[i].out;
 }
 
-void Model::convert_weights(DType target, ThreadPool* pool) {
+void Model::convert_weights(std::optional<DType> target, ThreadPool* pool) {
   std::vector<Conversion> jobs;
   std::vector<WeightMatrix*> matrices;
   for_each_matrix(weights_, config_.tie_word_embeddings, [&](WeightMatrix& m) {
-    if (m.dtype == target && m.packed == uses_quantized_input(target)) return;
-    if (m.cols % dtype_block_elements(target) != 0)
-      fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(target));
-    jobs.push_back(Conversion{m.data, m.dtype, GgmlType{}, m.rows, m.cols, target, uses_quantized_input(target)});
+    const DType to = target.value_or(m.dtype);
+    if (m.dtype == to && m.packed == uses_quantized_input(to)) return;
+    if (m.cols % dtype_block_elements(to) != 0)
+      fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(to));
+    // Widened tensors stay readable as tensors() (an export reads them): only mapped files are released.
+    const auto at = reinterpret_cast<uintptr_t>(m.data), start = reinterpret_cast<uintptr_t>(widened_.data());
+    const bool widened = at >= start && at < start + widened_.size();
+    jobs.push_back(Conversion{m.data, m.dtype, GgmlType{}, m.rows, m.cols, to, uses_quantized_input(to), !widened});
     matrices.push_back(&m);
   });
   if (jobs.empty()) return;
   converted_ = convert(jobs, pool);
   for (size_t i = 0; i < jobs.size(); ++i) {
     WeightMatrix& m = *matrices[i];
-    m = WeightMatrix{target, jobs[i].out, m.rows, m.cols, uses_quantized_input(target)};
+    m = WeightMatrix{jobs[i].to, jobs[i].out, m.rows, m.cols, jobs[i].pack};
   }
   if (config_.tie_word_embeddings) weights_.lm_head = weights_.embed_tokens;
 }

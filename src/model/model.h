@@ -33,7 +33,8 @@ namespace ernie {
 // How a checkpoint is brought into memory.
 struct LoadOptions {
   // Convert every weight matrix (the embedding included, as llama.cpp's Q8_0 and Q4_0 files do) to this type at
-  // load, Q8_0 and Q4_0 packed for the matmul kernels. nullopt keeps the stored types, used in place.
+  // load, Q8_0 and Q4_0 packed for the matmul kernels. nullopt keeps the stored types: float matrices used in place,
+  // Q8_0 and Q4_0 ones packed (the kernels read no other layout).
   std::optional<DType> dtype = std::nullopt;
   ThreadPool* pool = nullptr;  // converts in parallel when given
 };
@@ -41,9 +42,10 @@ struct LoadOptions {
 class Model {
  public:
   // `path` is a Hugging Face checkpoint directory (config.json + safetensors) or a GGUF file (is_gguf_file decides).
-  // Maps the weights and checks every tensor against the config before returning. Weights of the types DType holds
-  // are used in place from the map; a GGUF file's other block types (K-quants, ...) are dequantized at load to
-  // options.dtype, else Q8_0. Any problem raises ernie::Error naming the file (and tensor).
+  // Maps the weights and checks every tensor against the config before returning. Float weights of the types DType
+  // holds are used in place from the map, Q8_0 and Q4_0 ones packed at load; a GGUF file's other block types
+  // (K-quants, ...) are dequantized at load to options.dtype, else Q8_0. Any problem raises ernie::Error naming the
+  // file (and tensor).
   static std::unique_ptr<Model> load(const std::filesystem::path& path, const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
@@ -64,7 +66,7 @@ class Model {
  private:
   Model(std::filesystem::path path, ModelConfig config);
   void bind_gguf_tensors(DType widen_to, ThreadPool* pool);
-  void convert_weights(DType target, ThreadPool* pool);
+  void convert_weights(std::optional<DType> target, ThreadPool* pool);  // nullopt: pack Q8_0/Q4_0 only
 
   std::filesystem::path path_;
   ModelConfig config_;

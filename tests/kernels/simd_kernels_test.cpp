@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/kernel_test_support.h"
@@ -41,13 +42,14 @@ bool is_block_type(DType t) {
   return dtype_block_elements(t) > 1;
 }
 
-// A weight matrix's dtype and layout (matmul.h): the matmul tests run over every combination.
+// A weight matrix's dtype and layout (matmul.h): the matmul tests run over every combination the kernels take
+// (integer weights only packed).
 struct Layout {
   DType dtype;
   bool packed = false;
 };
-constexpr Layout kAllLayouts[] = {{DType::F32},       {DType::BF16},       {DType::F16}, {DType::Q8_0},
-                                  {DType::Q4_0},      {DType::Q8_0, true}, {DType::Q4_0, true}};
+constexpr Layout kAllLayouts[] = {
+    {DType::F32}, {DType::BF16}, {DType::F16}, {DType::Q8_0, true}, {DType::Q4_0, true}};
 
 std::string label(Layout l) {
   return label(l.dtype) + (l.packed ? " packed" : "");
@@ -423,6 +425,20 @@ TEST(Matmul, NeverReadsPastTheEndOfTheWeights) {
   });
 }
 
+// The integer kernels read only the packed layout: plain rows (a GGUF file's, before Model::load packs them) are
+// refused, never misread.
+TEST(Matmul, PlainIntegerWeightsAreRefused) {
+  Random rnd(114);
+  for (DType dtype : kBlockDtypes) {
+    const Weights plain = make_weights(dtype, 16, 64, rnd);
+    const Input in = make_input(2, 64, rnd);
+    std::vector<float> out(2 * 16);
+    EXPECT_THROW(matmul(out.data(), in.view, plain.view, nullptr, 0, 16), Error) << label(dtype);
+    EXPECT_THROW(matmul_swiglu(out.data(), in.view, plain.view, nullptr, plain.view, nullptr, 0, 16), Error)
+        << label(dtype);
+  }
+}
+
 // Packing keeps every block: each row unpacks to its plain bytes and reads as the same floats, whatever its lane, and
 // the padding rows of the last group read as zeros.
 TEST(PackWeights, EveryRowUnpacksToItsPlainBlocks) {
@@ -546,7 +562,8 @@ TEST(MatmulParallel, SeveralMatricesInOneJob) {
     ThreadPool pool(2);
     const int cols = 64;
     const Input in = make_input(3, cols, rnd);
-    const Weights q = make_weights(DType::Q8_0, 70, cols, rnd), k = make_weights(DType::Q4_0, 18, cols, rnd),
+    const Weights q = make_weights(Layout{DType::Q8_0, true}, 70, cols, rnd),
+                  k = make_weights(Layout{DType::Q4_0, true}, 18, cols, rnd),
                   v = make_weights(DType::BF16, 18, cols, rnd);
     std::vector<float> oq(3 * 70), ok(3 * 18), ov(3 * 18);
     const MatmulTask tasks[] = {{oq.data(), &q.view}, {ok.data(), &k.view}, {ov.data(), &v.view}};
