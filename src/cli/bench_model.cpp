@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "cli/bench.h"
+#include "core/cpu_topology.h"
 #include "core/error.h"
 
 namespace ernie::cli {
@@ -173,6 +174,10 @@ nlohmann::json run_worker(const ModelBenchOptions& o, const std::string& dtype, 
                         std::to_string(o.gen) + " --prompt-len ";
   for (size_t i = 0; i < o.prompt_lengths.size(); ++i) command += (i ? "," : "") + std::to_string(o.prompt_lengths[i]);
   if (o.model.threads > 0) command += " --threads " + std::to_string(o.model.threads);
+  if (!o.model.cpus.empty()) {
+    parse_cpu_list(o.model.cpus);  // digits, commas and dashes only (else ernie::Error), so safe in the command
+    command += " --cpus " + o.model.cpus;
+  }
   if (!o.model.kv_dtype.empty()) command += " --kv-dtype " + o.model.kv_dtype;
   if (!dtype.empty()) command += " --dtype " + dtype;
   if (o.profile && !cold) command += " --profile";
