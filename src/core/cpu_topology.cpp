@@ -108,14 +108,14 @@ CpuTopology read_cpu_topology(const std::filesystem::path& root) {
   CpuTopology topology;
   for (int cpu : online) {
     const std::filesystem::path dir = root / ("cpu" + std::to_string(cpu));
-    CpuCore core{.cpu = cpu,
-                 .capacity = read_long(dir / "cpu_capacity"),
-                 .max_khz = read_long(dir / "cpufreq" / "cpuinfo_max_freq")};
     const std::string package = read_word(dir / "topology" / "physical_package_id");
     const std::string core_id = read_word(dir / "topology" / "core_id");
-    // Without topology files each CPU is its own core.
-    core.core_id = core_id.empty() ? "cpu" + std::to_string(cpu) : package + ":" + core_id;
-    topology.cpus.push_back(core);
+    topology.cpus.push_back(CpuCore{
+        .cpu = cpu,
+        .capacity = read_long(dir / "cpu_capacity"),
+        .max_khz = read_long(dir / "cpufreq" / "cpuinfo_max_freq"),
+        // Without topology files each CPU is its own core.
+        .core_id = core_id.empty() ? "cpu" + std::to_string(cpu) : package + ":" + core_id});
   }
 
   const auto has = [&](long CpuCore::*measure) {

@@ -238,7 +238,9 @@ TEST(ThreadPoolPinning, ImpossibleSetIsAnError) {
   for (int cpu = 0; cpu < CPU_SETSIZE && unused < 0; ++cpu) {
     if (!CPU_ISSET(cpu, &original)) unused = cpu;
   }
-  if (unused >= 0) EXPECT_THROW(ThreadPool(2, {unused}), Error);
+  if (unused >= 0) {
+    EXPECT_THROW(ThreadPool(2, {unused}), Error);
+  }
   pthread_setaffinity_np(pthread_self(), sizeof(original), &original);
 }
 
