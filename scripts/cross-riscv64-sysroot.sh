@@ -24,7 +24,8 @@ fi
 stamp="$sysroot/.ernie-sysroot-done"
 [ -e "$stamp" ] && exit 0
 packages=(libc6-dev libstdc++-14-dev libhwy-dev libsentencepiece-dev libgtest-dev libgmock-dev libcpp-httplib-dev
-  nlohmann-json3-dev libcli11-dev)
+  nlohmann-json3-dev libcli11-dev
+  libprotobuf-dev)  # trixie's sentencepiece.pc requires protobuf-lite
 state="$prefix/apt"
 $sudo rm -rf "$sysroot" "$state"
 $sudo mkdir -p "$sysroot" "$state/lists/partial" "$state/cache/archives/partial" "$state/preferences.d"
