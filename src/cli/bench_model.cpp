@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -168,7 +169,11 @@ nlohmann::json measure(const ModelBenchOptions& o, const std::string& dtype, boo
 
 // Runs `ernie bench --worker ...` for one type and returns its JSON.
 nlohmann::json run_worker(const ModelBenchOptions& o, const std::string& dtype, bool cold) {
-  std::string command = "'" + std::filesystem::read_symlink("/proc/self/exe").string() + "' bench --worker" +
+  // Under emulation (scripts/emulate.sh) this binary is foreign to the host, so it re-executes itself through the
+  // emulator that ERNIE_REEXEC names.
+  const char* reexec = std::getenv("ERNIE_REEXEC");
+  std::string command = std::string(reexec ? reexec : "") + (reexec ? " " : "") + "'" +
+                        std::filesystem::read_symlink("/proc/self/exe").string() + "' bench --worker" +
                         (cold ? " --cold" : "") + " --model '" + o.model.dir + "' --ctx " +
                         std::to_string(o.model.context_length) + " --reps " + std::to_string(o.reps) + " --gen " +
                         std::to_string(o.gen) + " --prompt-len ";
