@@ -16,7 +16,8 @@ arch="$1"
 shift
 prefix="${ERNIE_CROSS_PREFIX:-/opt/ernie-cross/$arch}"
 # A program that re-executes itself (ernie bench's worker processes) must come back through here: the host cannot
-# run the foreign binary. It reads the command from ERNIE_REEXEC.
+# run the foreign binary. It reads the command from ERNIE_REEXEC. ERNIE_EMULATED tells tests that measure the
+# process (resident memory) that what they would see is qemu's.
 self="$(cd "$(dirname "$0")" && pwd)/emulate.sh"
 case "$arch" in
   aarch64)
@@ -24,12 +25,12 @@ case "$arch" in
     # /usr/lib/aarch64-linux-gnu), so no -L is needed; sentencepiece is in the private prefix.
     cpu="${ERNIE_QEMU_CPU:-max}"
     exec qemu-aarch64 -cpu "$cpu" -E "LD_LIBRARY_PATH=$prefix/usr/lib/aarch64-linux-gnu" \
-      -E "ERNIE_REEXEC=$self $arch" "$@"
+      -E "ERNIE_REEXEC=$self $arch" -E "ERNIE_EMULATED=qemu-$arch" "$@"
     ;;
   riscv64)
     # A debootstrapped Debian 13 sysroot holds the loader and every library.
     cpu="${ERNIE_QEMU_CPU:-rv64,v=true,vext_spec=v1.0,vlen=256}"
-    exec qemu-riscv64 -cpu "$cpu" -L "$prefix/sysroot" -E "ERNIE_REEXEC=$self $arch" "$@"
+    exec qemu-riscv64 -cpu "$cpu" -L "$prefix/sysroot" -E "ERNIE_REEXEC=$self $arch" -E "ERNIE_EMULATED=qemu-$arch" "$@"
     ;;
   *)
     echo "emulate: unknown ARCH '$arch' (aarch64 or riscv64)" >&2
