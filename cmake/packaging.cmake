@@ -3,6 +3,7 @@
 # architecture is the target's, so a cross build (scripts/cross.sh aarch64) packages arm64.
 install(TARGETS ernie RUNTIME DESTINATION bin)
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/models/demo/ DESTINATION share/ernie/demo)
+# /usr/lib/systemd/system: Debian 12's /lib is a link to /usr/lib, and systemd reads both.
 install(FILES ${CMAKE_SOURCE_DIR}/deploy/systemd/ernie-serve.service DESTINATION lib/systemd/system)
 install(FILES ${CMAKE_SOURCE_DIR}/deploy/systemd/ernie-serve.default DESTINATION /etc/default RENAME ernie-serve)
 install(FILES ${CMAKE_SOURCE_DIR}/deploy/man/ernie.1 DESTINATION share/man/man1)

@@ -25,19 +25,19 @@ dpkg-deb --field "$deb" Depends | grep -q libsentencepiece0 || fail "Depends lac
 root="$tmp/root"
 dpkg -x "$deb" "$root"
 for f in usr/bin/ernie usr/share/ernie/demo/config.json usr/share/ernie/demo/model.safetensors \
-  usr/share/ernie/demo/tokenizer.model lib/systemd/system/ernie-serve.service etc/default/ernie-serve \
+  usr/share/ernie/demo/tokenizer.model usr/lib/systemd/system/ernie-serve.service etc/default/ernie-serve \
   usr/share/man/man1/ernie.1; do
   [ -f "$root/$f" ] || fail "the package lacks /$f"
 done
 [ -x "$root/usr/bin/ernie" ] || fail "/usr/bin/ernie is not executable"
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/default/ernie-serve ||
   fail "/etc/default/ernie-serve is not a conffile"
-grep -q '^ExecStart=/usr/bin/ernie serve' "$root/lib/systemd/system/ernie-serve.service" || fail "unit ExecStart"
-grep -q '^EnvironmentFile=/etc/default/ernie-serve' "$root/lib/systemd/system/ernie-serve.service" ||
+grep -q '^ExecStart=/usr/bin/ernie serve' "$root/usr/lib/systemd/system/ernie-serve.service" || fail "unit ExecStart"
+grep -q '^EnvironmentFile=/etc/default/ernie-serve' "$root/usr/lib/systemd/system/ernie-serve.service" ||
   fail "unit EnvironmentFile"
 if command -v systemd-analyze >/dev/null 2>&1; then
   # Checks the unit's syntax; the binary path it names is checked above (it is not installed here).
-  systemd-analyze verify "$root/lib/systemd/system/ernie-serve.service" 2>&1 | grep -v "/usr/bin/ernie" |
+  systemd-analyze verify "$root/usr/lib/systemd/system/ernie-serve.service" 2>&1 | grep -v "/usr/bin/ernie" |
     grep -i "error\|invalid\|unknown" && fail "systemd-analyze verify complains about the unit"
 fi
 
