@@ -37,7 +37,8 @@ start=$SECONDS
 if [ "$kind" = asan ]; then
   cmake --build "$build" -j "$jobs"
   built=$SECONDS
-  ctest "${ctest_args[@]}" || status=$?
+  # The package test (cpack + dpkg -x) checks packaging, not memory: the Release suite runs it.
+  ctest "${ctest_args[@]}" -LE '^package$' || status=$?
 else
   # Only the threaded code: the thread pool, the scheduler and the server.
   cmake --build "$build" -j "$jobs" --target test_core test_engine test_server

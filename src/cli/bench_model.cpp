@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 
 #include "cli/bench.h"
+#include "core/cpu_topology.h"
 #include "core/error.h"
 
 namespace ernie::cli {
@@ -167,12 +169,20 @@ nlohmann::json measure(const ModelBenchOptions& o, const std::string& dtype, boo
 
 // Runs `ernie bench --worker ...` for one type and returns its JSON.
 nlohmann::json run_worker(const ModelBenchOptions& o, const std::string& dtype, bool cold) {
-  std::string command = "'" + std::filesystem::read_symlink("/proc/self/exe").string() + "' bench --worker" +
+  // Under emulation (scripts/emulate.sh) this binary is foreign to the host, so it re-executes itself through the
+  // emulator that ERNIE_REEXEC names.
+  const char* reexec = std::getenv("ERNIE_REEXEC");
+  std::string command = std::string(reexec ? reexec : "") + (reexec ? " " : "") + "'" +
+                        std::filesystem::read_symlink("/proc/self/exe").string() + "' bench --worker" +
                         (cold ? " --cold" : "") + " --model '" + o.model.dir + "' --ctx " +
                         std::to_string(o.model.context_length) + " --reps " + std::to_string(o.reps) + " --gen " +
                         std::to_string(o.gen) + " --prompt-len ";
   for (size_t i = 0; i < o.prompt_lengths.size(); ++i) command += (i ? "," : "") + std::to_string(o.prompt_lengths[i]);
   if (o.model.threads > 0) command += " --threads " + std::to_string(o.model.threads);
+  if (!o.model.cpus.empty()) {
+    parse_cpu_list(o.model.cpus);  // digits, commas and dashes only (else ernie::Error), so safe in the command
+    command += " --cpus " + o.model.cpus;
+  }
   if (!o.model.kv_dtype.empty()) command += " --kv-dtype " + o.model.kv_dtype;
   if (!dtype.empty()) command += " --dtype " + dtype;
   if (o.profile && !cold) command += " --profile";

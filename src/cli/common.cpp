@@ -5,6 +5,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/cpu_topology.h"
 #include "core/error.h"
 #include "model/gguf_ernie.h"
 #include "tokenizer/spm_vocabulary.h"
@@ -18,8 +19,12 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  command.add_option("-t,--threads", options.threads, "Threads (default: one per physical core)")
+  command.add_option("-t,--threads", options.threads,
+                     "Threads (default: one per physical performance core; on big.LITTLE CPUs only the big cores, "
+                     "with the threads pinned to them)")
       ->check(CLI::PositiveNumber);
+  command.add_option("--cpus", options.cpus,
+                     "Pin the threads to these CPUs, e.g. 0-3,6 (default threads: one per physical core of the list)");
   command.add_option("--dtype", options.dtype,
                      "Convert the weights at load: f32, bf16, f16, int8 (q8_0) or int4 (q4_0)");
   command.add_option("--kv-dtype", options.kv_dtype,
@@ -49,9 +54,21 @@ SessionOptions session_options(const ModelOptions& options, const LoadedModel& l
       .context_length = options.context_length, .kv_dtype = kv_cache_dtype(options), .pool = loaded.pool.get()};
 }
 
+std::filesystem::path demo_model_dir() {
+  // An installed ernie (the .deb's /usr/bin/ernie) has the demo in ../share/ernie/demo beside it; a build uses the
+  // source tree's, whose path CMake compiles in.
+  std::error_code error;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const std::filesystem::path installed = exe.parent_path().parent_path() / "share" / "ernie" / "demo";
+    if (std::filesystem::is_regular_file(installed / "config.json", error)) return installed;
+  }
+  return ERNIE_DEMO_MODEL_DIR;
+}
+
 std::filesystem::path checkpoint_dir(const std::string& model_flag) {
   if (!model_flag.empty()) return model_flag;
-  const std::filesystem::path demo = ERNIE_DEMO_MODEL_DIR;
+  const std::filesystem::path demo = demo_model_dir();
   if (!std::filesystem::is_regular_file(demo / "config.json")) {
     fail("no --model given, and the built-in demo model is missing from ", demo.string(),
          " (restore models/demo from the repository, or pass --model DIR)");
@@ -74,7 +91,8 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   const auto start = std::chrono::steady_clock::now();
   const std::filesystem::path dir = checkpoint_dir(options.dir);
   LoadedModel loaded;
-  loaded.pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : physical_core_count());
+  const ThreadPlan plan = plan_threads(read_cpu_topology(), options.threads, options.cpus);
+  loaded.pool = std::make_unique<ThreadPool>(plan.threads, plan.cpus);
   LoadOptions load_options{.pool = loaded.pool.get()};
   if (!options.dtype.empty()) load_options.dtype = parse_weight_dtype(options.dtype);
   loaded.model = Model::load(dir, load_options);
@@ -86,9 +104,11 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
     if (with_tokenizer) loaded.tokenizer = Tokenizer::load(dir);
   }
   loaded.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads\n",
+  std::string pinned;
+  for (int cpu : plan.cpus) pinned += (pinned.empty() ? " pinned to CPUs " : ",") + std::to_string(cpu);
+  std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads%s\n",
                dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
-               loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds, loaded.pool->size());
+               loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds, loaded.pool->size(), pinned.c_str());
   return loaded;
 }
 

@@ -22,7 +22,8 @@ namespace ernie::cli {
 struct ModelOptions {
   std::string dir;  // --model; empty means the built-in demo model
   int context_length = 4096;
-  int threads = 0;       // 0: one per physical core
+  int threads = 0;       // 0: one per performance core (core/cpu_topology.h)
+  std::string cpus;      // --cpus LIST ("0-3,6"): pin to these CPUs; empty: the performance cores where they differ
   std::string dtype;     // weight type to convert to at load; empty keeps the stored types
   std::string kv_dtype;  // KV-cache type; empty: F32 for float weights, F16 for quantized
 };
@@ -32,6 +33,8 @@ void add_model_options(CLI::App& command, ModelOptions& options);
 // repository (models/demo, located by the path CMake compiles in), announced in one stderr line. A missing demo
 // folder raises ernie::Error.
 std::filesystem::path checkpoint_dir(const std::string& model_flag);
+// Where the demo model is: share/ernie/demo beside an installed binary (bin/../share), else the source tree's.
+std::filesystem::path demo_model_dir();
 
 // Whether the checkpoint carries a tokenizer: tokenizer.model in a directory, tokenizer.ggml.tokens in a GGUF file.
 bool has_tokenizer(const std::filesystem::path& checkpoint);

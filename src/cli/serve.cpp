@@ -158,6 +158,16 @@ void register_serve(CLI::App& app) {
                 "Never reuse the KV cache of an earlier request's prompt prefix");
   cmd->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
   add_limit_options(*cmd, s);
+  // The systemd unit (deploy/systemd/ernie-serve.service) configures the server from /etc/default/ernie-serve: each
+  // variable stands in for its flag when the flag is not given (a flag wins; an empty variable counts as unset).
+  // The API key is best passed this way: a flag's value is visible to every user in the process list.
+  for (const auto& [flag, variable] : {std::pair{"--model", "ERNIE_MODEL"}, {"--host", "ERNIE_HOST"},
+                                       {"--port", "ERNIE_PORT"}, {"--threads", "ERNIE_THREADS"},
+                                       {"--cpus", "ERNIE_CPUS"}, {"--dtype", "ERNIE_DTYPE"},
+                                       {"--kv-dtype", "ERNIE_KV_DTYPE"}, {"--ctx", "ERNIE_CTX"},
+                                       {"--api-key", "ERNIE_API_KEY"}}) {
+    cmd->get_option(flag)->envname(variable);
+  }
   cmd->callback([options] { serve(*options); });
 }
 

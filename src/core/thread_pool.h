@@ -16,6 +16,10 @@ int physical_core_count();
 class ThreadPool {
  public:
   explicit ThreadPool(int n_threads);  // total threads, caller included; clamped to >= 1
+  // The same, with the constructing thread and every worker pinned to `cpus` (all of them may run on any CPU of the
+  // set; empty: no pinning). The constructing thread is pinned because it takes part in every job, and threads it
+  // starts later inherit the set. Raises ernie::Error when the set cannot be applied (no CPU of it is allowed).
+  ThreadPool(int n_threads, const std::vector<int>& cpus);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;

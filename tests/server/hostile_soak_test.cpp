@@ -230,7 +230,11 @@ TEST(HostileSoak, EveryValidRequestAnsweredEveryHostileOneRefused) {
   const double grown_mib = (static_cast<double>(after) - static_cast<double>(before)) / 1048576.0;
 #ifndef ERNIE_SANITIZER
   // A sanitizer's allocator (quarantine, shadow memory) is not the program's: there its leak checker stands in.
-  EXPECT_LT(grown_mib, 16.0) << "resident memory grew from " << before << " to " << after << " bytes";
+  // Under qemu-user (scripts/emulate.sh sets ERNIE_EMULATED) the resident size is mostly the emulator's own, its
+  // translation cache growing as new code paths run; the bound is kept for native runs, on ARM boards too.
+  if (std::getenv("ERNIE_EMULATED") == nullptr) {
+    EXPECT_LT(grown_mib, 16.0) << "resident memory grew from " << before << " to " << after << " bytes";
+  }
 #endif
   EXPECT_EQ(tally.failures, 0);
 

@@ -3,6 +3,7 @@
 // process's resident memory must come back to within a few MB of where it was after a warm-up round.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <atomic>
 #include <thread>
 
@@ -103,7 +104,11 @@ TEST(Soak, HundredsOfMixedRequestsLeaveNoFailureAndNoGrowth) {
   const double grown_mib = (static_cast<double>(after) - static_cast<double>(before)) / 1048576.0;
 #ifndef ERNIE_SANITIZER
   // A sanitizer's allocator (quarantine, shadow memory) is not the program's: there its leak checker stands in.
-  EXPECT_LT(grown_mib, 4.0) << "resident memory grew from " << before << " to " << after << " bytes";
+  // Under qemu-user (scripts/emulate.sh sets ERNIE_EMULATED) the resident size is mostly the emulator's own, its
+  // translation cache growing as new code paths run; the bound is kept for native runs, on ARM boards too.
+  if (std::getenv("ERNIE_EMULATED") == nullptr) {
+    EXPECT_LT(grown_mib, 4.0) << "resident memory grew from " << before << " to " << after << " bytes";
+  }
 #endif
 }
 

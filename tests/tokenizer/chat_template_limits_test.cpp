@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -28,7 +29,8 @@ TEST(ChatTemplateLimits, NestedLoopsRunOutOfSteps) {
       "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}");
   EXPECT_MENTIONS(message, "steps");
   EXPECT_MENTIONS(message, "line 1");
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(30));
+  // A hang guard, not a speed test: under qemu-user (ERNIE_EMULATED) code runs 10-50x slower.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(std::getenv("ERNIE_EMULATED") ? 600 : 30));
 }
 
 TEST(ChatTemplateLimits, BranchingRecursionRunsOutOfSteps) {
