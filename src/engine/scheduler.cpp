@@ -392,6 +392,7 @@ void Scheduler::finish(Slot& slot, bool cancelled, const std::string& error) {
     // The slot is free before the submitter hears of the end, so whoever it tells may submit again at once.
     std::lock_guard lock(mutex_);
     --running_;
+    kv_stats_ = cache_.stats();  // as the submitter, told of the end next, may read it
   }
   if (options_.on_finish) options_.on_finish(how);
   request->end(rest, std::move(how));

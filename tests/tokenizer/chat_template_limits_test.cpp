@@ -29,8 +29,14 @@ TEST(ChatTemplateLimits, NestedLoopsRunOutOfSteps) {
       "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}");
   EXPECT_MENTIONS(message, "steps");
   EXPECT_MENTIONS(message, "line 1");
-  // A hang guard, not a speed test: under qemu-user (ERNIE_EMULATED) code runs 10-50x slower.
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(std::getenv("ERNIE_EMULATED") ? 600 : 30));
+  // A hang guard, not a speed test: under qemu-user (ERNIE_EMULATED) code runs 10-50x slower, and a sanitizer on a
+  // busy machine took 40 s here.
+#ifdef ERNIE_SANITIZER
+  const int guard = 300;
+#else
+  const int guard = 30;
+#endif
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(std::getenv("ERNIE_EMULATED") ? 600 : guard));
 }
 
 TEST(ChatTemplateLimits, BranchingRecursionRunsOutOfSteps) {
