@@ -298,18 +298,21 @@ BENCHMARK(QuantizeRow)->DenseRange(1, 4)->Unit(benchmark::kMicrosecond);
 
 // ---- Attention ------------------------------------------------------------------------------------------------------
 
-// One query token at position `pos` over an F16 cache, 16 query heads sharing 2 kv heads of 64 (ERNIE-0.3B).
+// One query token at position `pos` over an F16 or Q8_0 cache, 16 query heads sharing 2 kv heads of 128
+// (ERNIE-4.5-0.3B).
 void AttentionDecode(benchmark::State& state) {
   const int pos = static_cast<int>(state.range(0));
-  const AttentionShape shape{16, 2, 64};
+  const DType dtype = state.range(1) ? DType::Q8_0 : DType::F16;
+  const AttentionShape shape{16, 2, 128};
   const int kv = shape.n_kv_heads * shape.head_dim;
   const auto values = random_floats(static_cast<size_t>(pos + 1) * kv, 4);
-  std::vector<uint8_t> k(dtype_row_bytes(DType::F16, static_cast<int64_t>(pos + 1) * kv)), v(k.size());
-  quantize_row(DType::F16, values.data(), k.data(), static_cast<int64_t>(pos + 1) * kv);
-  quantize_row(DType::F16, values.data(), v.data(), static_cast<int64_t>(pos + 1) * kv);
-  std::vector<int32_t> blocks(pos / kKvBlockPositions + 1);
+  const int n_blocks = pos / kKvBlockPositions + 1;
+  const size_t block_bytes = dtype_row_bytes(dtype, kv) * kKvBlockPositions;
+  std::vector<uint8_t> k(n_blocks * block_bytes), v(k.size());
+  std::vector<int32_t> blocks(n_blocks);
   for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<int32_t>(i);
-  const KvCacheView cache{DType::F16, k.data(), v.data(), blocks.data(), kv};
+  const KvCacheView cache{dtype, k.data(), v.data(), blocks.data(), kv};
+  for (int p = 0; p <= pos; ++p) kv_store(cache, shape, p, values.data() + p * kv, values.data() + p * kv);
   const auto q = random_floats(shape.n_heads * shape.head_dim, 5);
   std::vector<float> out(q.size());
   for (auto _ : state) {
@@ -317,8 +320,34 @@ void AttentionDecode(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 2 * k.size());
+  state.SetLabel(std::string(dtype_name(dtype)));
 }
-BENCHMARK(AttentionDecode)->Arg(511)->Arg(4095)->Unit(benchmark::kMicrosecond);
+BENCHMARK(AttentionDecode)->ArgsProduct({{511, 3899}, {0, 1}})->Unit(benchmark::kMicrosecond);
+
+// A 512-token prompt chunk attending to itself (prefill), F16 cache, the same heads.
+void AttentionPrefill(benchmark::State& state) {
+  const int n = 512;
+  const AttentionShape shape{16, 2, 128};
+  const int kv = shape.n_kv_heads * shape.head_dim;
+  const auto values = random_floats(static_cast<size_t>(n) * kv, 6);
+  const size_t block_bytes = dtype_row_bytes(DType::F16, kv) * kKvBlockPositions;
+  std::vector<uint8_t> k(n / kKvBlockPositions * block_bytes), v(k.size());
+  std::vector<int32_t> blocks(n / kKvBlockPositions);
+  for (size_t i = 0; i < blocks.size(); ++i) blocks[i] = static_cast<int32_t>(i);
+  const KvCacheView cache{DType::F16, k.data(), v.data(), blocks.data(), kv};
+  for (int p = 0; p < n; ++p) kv_store(cache, shape, p, values.data() + p * kv, values.data() + p * kv);
+  const auto q = random_floats(static_cast<size_t>(n) * shape.n_heads * shape.head_dim, 7);
+  std::vector<float> out(q.size());
+  for (auto _ : state) {
+    attention(out.data(), q.data(), n, 0, cache, shape, 0, shape.n_heads);
+    benchmark::ClobberMemory();
+  }
+  // Multiply-adds: per head, n(n+1)/2 query-key pairs, each head_dim for the scores and head_dim for the values.
+  state.counters["GMAC/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * shape.n_heads * n * (n + 1) /
+                                                    2 * 2 * shape.head_dim / 1e9,
+                                                benchmark::Counter::kIsRate);
+}
+BENCHMARK(AttentionPrefill)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace ernie

@@ -46,6 +46,7 @@ void accuracy(const AccuracyOptions& o) {
 
   ModelOptions reference_options = o.model;
   reference_options.dtype = "f32";
+  reference_options.kv_dtype = "f32";  // --kv-dtype is under test too: the reference keeps an exact cache
   std::vector<int32_t> ids;
   std::vector<float> reference;
   int vocab = 0;

@@ -5,84 +5,178 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
+#include "kernels/quant.h"
 
 // Compiled once per SIMD target; attention() at the end dispatches to the best one.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/attention.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/matmul_int8-inl.h"
 #include "kernels/simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace ernie::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Keys are taken in chunks of kChunk, always counted from position 0, and the query heads that share a kv head are
-// taken together, one per lane: scores, running maxima, exponentials and denominators are all computed lane-wise, so
-// the arithmetic for one (query, head) never depends on the other queries or heads of the call nor on the lane it
-// landed in. Where a vector has room, two consecutive queries share it (lanes [0, g) the first query's g heads,
-// [g, 2g) the second's): the keys are broadcast and widened once for both. Each chunk of keys and values is widened
-// to float32 once for all the lanes.
+// Keys are taken in chunks of kChunk (one cache block), always counted from position 0. A call's (query, head) pairs
+// that read one kv head are its rows. Each row's scores are computed with the chunk's keys side by side in lanes (the
+// cache stores keys transposed for this): float keys are widened to float32 once for all the rows; Q8_0 keys stay
+// int8 and meet the rows' queries quantized to int8, in the int8 matmul kernel (a chunk's keys are one packed group
+// of its rows). The row's probabilities then weight the chunk's values. Every row keeps its own softmax state and its own accumulation order,
+// so a (query, head)'s result never depends on the other rows of the call, nor on how many there are.
 constexpr int kChunk = kKvBlockPositions;
 static_assert(kAttentionPartition % kChunk == 0);
-constexpr int kMaxLanes = 16;
-using HeadTag = hn::CappedTag<float, 8>;
-using PairTag = hn::CappedTag<float, kMaxLanes>;
+constexpr int kMaxRows = 128;                    // rows of one pass
+constexpr int kPartialFloats = kMaxRows * 128;  // their partitions' outputs: rows × head_dim at most this
+constexpr int kScoreRows = 8;                    // rows whose scores are computed together: eight chains in flight
+using KeyTag = hn::CappedTag<float, kChunk>;   // a chunk's keys take kChunk / Lanes vectors
 
-// o = o * shrink + Σ_j p[j * p_stride] * v[j], over head_dim n; four vectors of o at a time, so that four
-// accumulation chains are in flight.
-void Accumulate(float* o, float shrink, const float* p, int p_stride, const float* const* v, int count, int n) {
+// For two rows at once, o_i = o_i * shrink_i + Σ_j p_i[j] * v[j] over head_dim n: each value vector loaded serves
+// both rows. Four vectors of each row at a time, so that eight accumulation chains are in flight. A row's arithmetic
+// is the same whatever its partner (o1 = nullptr: one row alone), so pairing never changes its bits.
+void Accumulate(float* o0, float* o1, float shrink0, float shrink1, const float* p0, const float* p1,
+                const float* const* v, int count, int n) {
   const hn::ScalableTag<float> df;
   const int lanes = static_cast<int>(hn::Lanes(df));
-  const auto s = hn::Set(df, shrink);
+  const bool pair = o1 != nullptr;
+  if (!pair) {  // the second row's lanes compute a copy of the first, stored nowhere
+    o1 = o0;
+    shrink1 = shrink0;
+    p1 = p0;
+  }
+  const auto s0 = hn::Set(df, shrink0), s1 = hn::Set(df, shrink1);
   int d = 0;
   for (; d + 4 * lanes <= n; d += 4 * lanes) {
-    auto a0 = hn::Mul(hn::LoadU(df, o + d), s), a1 = hn::Mul(hn::LoadU(df, o + d + lanes), s);
-    auto a2 = hn::Mul(hn::LoadU(df, o + d + 2 * lanes), s), a3 = hn::Mul(hn::LoadU(df, o + d + 3 * lanes), s);
+    auto a0 = hn::Mul(hn::LoadU(df, o0 + d), s0), a1 = hn::Mul(hn::LoadU(df, o0 + d + lanes), s0);
+    auto a2 = hn::Mul(hn::LoadU(df, o0 + d + 2 * lanes), s0), a3 = hn::Mul(hn::LoadU(df, o0 + d + 3 * lanes), s0);
+    auto b0 = hn::Mul(hn::LoadU(df, o1 + d), s1), b1 = hn::Mul(hn::LoadU(df, o1 + d + lanes), s1);
+    auto b2 = hn::Mul(hn::LoadU(df, o1 + d + 2 * lanes), s1), b3 = hn::Mul(hn::LoadU(df, o1 + d + 3 * lanes), s1);
     for (int j = 0; j < count; ++j) {
-      const auto pj = hn::Set(df, p[j * p_stride]);
-      a0 = hn::MulAdd(pj, hn::LoadU(df, v[j] + d), a0);
-      a1 = hn::MulAdd(pj, hn::LoadU(df, v[j] + d + lanes), a1);
-      a2 = hn::MulAdd(pj, hn::LoadU(df, v[j] + d + 2 * lanes), a2);
-      a3 = hn::MulAdd(pj, hn::LoadU(df, v[j] + d + 3 * lanes), a3);
+      const auto v0 = hn::LoadU(df, v[j] + d), v1 = hn::LoadU(df, v[j] + d + lanes);
+      const auto v2 = hn::LoadU(df, v[j] + d + 2 * lanes), v3 = hn::LoadU(df, v[j] + d + 3 * lanes);
+      const auto p0j = hn::Set(df, p0[j]), p1j = hn::Set(df, p1[j]);
+      a0 = hn::MulAdd(p0j, v0, a0);
+      a1 = hn::MulAdd(p0j, v1, a1);
+      a2 = hn::MulAdd(p0j, v2, a2);
+      a3 = hn::MulAdd(p0j, v3, a3);
+      b0 = hn::MulAdd(p1j, v0, b0);
+      b1 = hn::MulAdd(p1j, v1, b1);
+      b2 = hn::MulAdd(p1j, v2, b2);
+      b3 = hn::MulAdd(p1j, v3, b3);
     }
-    hn::StoreU(a0, df, o + d);
-    hn::StoreU(a1, df, o + d + lanes);
-    hn::StoreU(a2, df, o + d + 2 * lanes);
-    hn::StoreU(a3, df, o + d + 3 * lanes);
+    hn::StoreU(a0, df, o0 + d);
+    hn::StoreU(a1, df, o0 + d + lanes);
+    hn::StoreU(a2, df, o0 + d + 2 * lanes);
+    hn::StoreU(a3, df, o0 + d + 3 * lanes);
+    if (pair) {
+      hn::StoreU(b0, df, o1 + d);
+      hn::StoreU(b1, df, o1 + d + lanes);
+      hn::StoreU(b2, df, o1 + d + 2 * lanes);
+      hn::StoreU(b3, df, o1 + d + 3 * lanes);
+    }
   }
   for (; d + lanes <= n; d += lanes) {
-    auto a = hn::Mul(hn::LoadU(df, o + d), s);
-    for (int j = 0; j < count; ++j) a = hn::MulAdd(hn::Set(df, p[j * p_stride]), hn::LoadU(df, v[j] + d), a);
-    hn::StoreU(a, df, o + d);
+    auto a = hn::Mul(hn::LoadU(df, o0 + d), s0), b = hn::Mul(hn::LoadU(df, o1 + d), s1);
+    for (int j = 0; j < count; ++j) {
+      const auto vj = hn::LoadU(df, v[j] + d);
+      a = hn::MulAdd(hn::Set(df, p0[j]), vj, a);
+      b = hn::MulAdd(hn::Set(df, p1[j]), vj, b);
+    }
+    hn::StoreU(a, df, o0 + d);
+    if (pair) hn::StoreU(b, df, o1 + d);
   }
   for (; d < n; ++d) {
-    float a = o[d] * shrink;
-    for (int j = 0; j < count; ++j) a += p[j * p_stride] * v[j][d];
-    o[d] = a;
+    float a = o0[d] * shrink0, b = o1[d] * shrink1;
+    for (int j = 0; j < count; ++j) {
+      a += p0[j] * v[j][d];
+      b += p1[j] * v[j][d];
+    }
+    o0[d] = a;
+    if (pair) o1[d] = b;
   }
 }
 
-// scores[j * lanes + i] = scale · (key j · query lane i) for the kChunk keys (rows past `count` are zero) and the
-// transposed queries qt[d * lanes + i]; eight keys at a time, so that eight accumulation chains are in flight.
-template <class D>
-void Scores(D dh, const float* qt, const float* const* keys, int head_dim, float scale, float* scores) {
-  const int lanes = static_cast<int>(hn::Lanes(dh));
-  for (int j0 = 0; j0 < kChunk; j0 += 8) {
-    hn::Vec<D> acc[8];
-    for (auto& a : acc) a = hn::Zero(dh);
-    for (int d = 0; d < head_dim; ++d) {
-      const auto qd = hn::Load(dh, qt + d * lanes);
-      for (int i = 0; i < 8; ++i) acc[i] = hn::MulAdd(hn::Set(dh, keys[j0 + i][d]), qd, acc[i]);
+// scores[r * kChunk + j] = scale · (query r · key j) for the chunk's keys kt[d * kChunk + j] and rows [0, n),
+// kScoreRows at a time (rows past n, up to the next multiple, repeat row n - 1: scores must have room for them).
+void Scores(const float* const* queries, int n, const float* kt, int head_dim, float scale, float* scores) {
+  const KeyTag dk;
+  const int lanes = static_cast<int>(hn::Lanes(dk));
+  const auto s = hn::Set(dk, scale);
+  for (int r0 = 0; r0 < n; r0 += kScoreRows) {
+    const float* q[kScoreRows];
+    for (int i = 0; i < kScoreRows; ++i) q[i] = queries[std::min(r0 + i, n - 1)];
+    for (int j = 0; j < kChunk; j += lanes) {
+      auto a0 = hn::Zero(dk), a1 = hn::Zero(dk), a2 = hn::Zero(dk), a3 = hn::Zero(dk);
+      auto a4 = hn::Zero(dk), a5 = hn::Zero(dk), a6 = hn::Zero(dk), a7 = hn::Zero(dk);
+      for (int d = 0; d < head_dim; ++d) {
+        const auto k = hn::LoadU(dk, kt + d * kChunk + j);
+        a0 = hn::MulAdd(hn::Set(dk, q[0][d]), k, a0);
+        a1 = hn::MulAdd(hn::Set(dk, q[1][d]), k, a1);
+        a2 = hn::MulAdd(hn::Set(dk, q[2][d]), k, a2);
+        a3 = hn::MulAdd(hn::Set(dk, q[3][d]), k, a3);
+        a4 = hn::MulAdd(hn::Set(dk, q[4][d]), k, a4);
+        a5 = hn::MulAdd(hn::Set(dk, q[5][d]), k, a5);
+        a6 = hn::MulAdd(hn::Set(dk, q[6][d]), k, a6);
+        a7 = hn::MulAdd(hn::Set(dk, q[7][d]), k, a7);
+      }
+      float* out = scores + r0 * kChunk + j;
+      hn::StoreU(hn::Mul(a0, s), dk, out);
+      hn::StoreU(hn::Mul(a1, s), dk, out + kChunk);
+      hn::StoreU(hn::Mul(a2, s), dk, out + 2 * kChunk);
+      hn::StoreU(hn::Mul(a3, s), dk, out + 3 * kChunk);
+      hn::StoreU(hn::Mul(a4, s), dk, out + 4 * kChunk);
+      hn::StoreU(hn::Mul(a5, s), dk, out + 5 * kChunk);
+      hn::StoreU(hn::Mul(a6, s), dk, out + 6 * kChunk);
+      hn::StoreU(hn::Mul(a7, s), dk, out + 7 * kChunk);
     }
-    for (int i = 0; i < 8; ++i) hn::Store(hn::Mul(acc[i], hn::Set(dh, scale)), dh, scores + (j0 + i) * lanes);
   }
 }
 
 // Tag of a Q8_0 cache: per 32 values an F16 scale and 32 int8 values.
 struct Q8Elements {};
 
-// head_dim values of one cached row at `row` widened to float32 into out: exact for every stored type.
+// Scores against a chunk of Q8_0 keys: segment holds them as one packed group of the int8 matmul (kChunk rows of
+// head_dim), and `quantized` the rows' queries as quantize_input lays them out. Each score is the exact int32 dot
+// product per 32-element block, scaled by the key's and the query's block scales and summed in block order
+// (Int8Tile), times `scale`.
+static_assert(kChunk == kPackedRows, "a chunk of keys is one packed group");
+void ScoresQ8(const uint8_t* segment, const uint8_t* quantized, int rows, int head_dim, float scale, float* scores) {
+  matmul_detail::MatmulArgs a{};
+  a.out = scores;
+  a.out_stride = kChunk;
+  a.xq = quantized;
+  a.w = segment;
+  a.w_row_bytes = dtype_row_bytes(DType::Q8_0, head_dim);
+  a.dtype = DType::Q8_0;
+  a.cols = head_dim;
+  a.n = rows;
+  Int8MatmulRows<Q8_0Format>(a, 0, kChunk);
+  const KeyTag dk;
+  const int lanes = static_cast<int>(hn::Lanes(dk));
+  const auto s = hn::Set(dk, scale);
+  for (int i = 0; i < rows * kChunk; i += lanes) hn::Store(hn::Mul(hn::Load(dk, scores + i), s), dk, scores + i);
+}
+
+// One kv head's float keys of a chunk (its segment of a block) as float32 [d][kChunk]: in place for an F32 cache,
+// else widened into buffer. Exact.
+template <class E>
+const float* WidenKeys(const uint8_t* segment, int head_dim, float* buffer) {
+  const KeyTag dk;
+  const int lanes = static_cast<int>(hn::Lanes(dk));
+  if constexpr (std::is_same_v<E, F32Elements>) {
+    return reinterpret_cast<const float*>(segment);
+  } else {
+    for (int i = 0; i < head_dim * kChunk; i += lanes) {
+      hn::StoreU(LoadWidened(dk, E{}, segment + E::kBytes * i), dk, buffer + i);
+    }
+  }
+  return buffer;
+}
+
+// head_dim values of one cached value row widened to float32 into out: exact for every stored type.
 template <class E>
 void WidenRow(const uint8_t* row, int head_dim, float* out) {
   const hn::CappedTag<float, 16> df;  // 16 lanes at most: a power of two that divides a Q8_0 block
@@ -110,18 +204,13 @@ void WidenRow(const uint8_t* row, int head_dim, float* out) {
   }
 }
 
-// Points rows[j] at key/value j0 + j (j0 a multiple of kChunk, so the chunk is one cache block) of the kv head at
-// head_offset as float32: in place for an F32 cache, else widened into buffer [kChunk][head_dim]. Rows past count
-// point at zeros.
+// Points rows[j] at value j0 + j (j < count; j0 a multiple of kChunk, so the chunk is one cache block) of the kv
+// head at head_offset as float32: in place for an F32 cache, else widened into buffer [kChunk][head_dim].
 template <class E>
-void Widen(const KvCacheView& cache, const uint8_t* base, int j0, int count, size_t head_offset, int head_dim,
-           float* buffer, const float* zeros, const float** rows) {
-  const uint8_t* block = base + cache.offset(j0) + head_offset;
-  for (int j = 0; j < kChunk; ++j) {
-    if (j >= count) {
-      rows[j] = zeros;
-      continue;
-    }
+void WidenValues(const KvCacheView& cache, int j0, int count, size_t head_offset, int head_dim, float* buffer,
+                 const float** rows) {
+  const uint8_t* block = cache.v + cache.block_offset(j0) + head_offset;
+  for (int j = 0; j < count; ++j) {
     const uint8_t* row = block + static_cast<size_t>(j) * cache.row_bytes();
     if constexpr (std::is_same_v<E, F32Elements>) {
       rows[j] = reinterpret_cast<const float*>(row);
@@ -132,16 +221,23 @@ void Widen(const KvCacheView& cache, const uint8_t* base, int j0, int count, siz
   }
 }
 
-// Scratch of one AttendHeads call; about 170 KiB, on the caller's stack.
+// Bytes of quantize_input for the rows of a pass: kMaxRows rows, fewer as head_dim passes 128 (kPartialFloats).
+constexpr size_t kQuantizedBytes = 32 * 1024;
+static_assert(kMaxRows * matmul_detail::ActivationRows::stride(128) <= kQuantizedBytes &&
+              kPartialFloats / kMaxHeadDim * matmul_detail::ActivationRows::stride(kMaxHeadDim) <= kQuantizedBytes);
+
+// Scratch of one AttendRows call; about 150 KiB, on the caller's stack.
 struct AttentionScratch {
   HWY_ALIGN float keys[kChunk * kMaxHeadDim];
   HWY_ALIGN float values[kChunk * kMaxHeadDim];
-  HWY_ALIGN float qt[kMaxHeadDim * kMaxLanes];
-  HWY_ALIGN float scores[kChunk * kMaxLanes];
-  HWY_ALIGN float shrink[kMaxLanes];
-  HWY_ALIGN float denominator[kMaxLanes];
-  HWY_ALIGN float maximum[kMaxLanes];
-  HWY_ALIGN float partial[kMaxLanes * kMaxHeadDim];  // one partition's unnormalised outputs, lane after lane
+  HWY_ALIGN float scores[(kMaxRows + kScoreRows) * kChunk];  // per row: scores, then probabilities
+  HWY_ALIGN float partial[kPartialFloats];                   // per row: one partition's unnormalised outputs
+  alignas(64) uint8_t quantized[kQuantizedBytes];            // Q8_0 keys: the rows' queries, quantize_input'ed
+  const float* queries[kMaxRows];
+  float* outputs[kMaxRows];
+  int n_keys[kMaxRows];
+  float maximum[kMaxRows], denominator[kMaxRows];              // per row: the partition's softmax state
+  float total_maximum[kMaxRows], total_denominator[kMaxRows];  // per row: merged over the partitions so far
 };
 
 // Folds one partition's state (m_p, l_p, o_p: its maximum score, denominator and unnormalised output of one head)
@@ -166,137 +262,130 @@ void MergePartition(float& m, float& l, float* o, float m_p, float l_p, const fl
   for (; d < head_dim; ++d) o[d] = o_p[d] * b + o[d] * a;
 }
 
-// Heads [h0, h0 + g) of kv head kv_head for queries t .. t + n_q - 1 (n_q = 1 or 2, n_q * g <= lanes of D), over
-// the key partitions [part_begin, part_end) of kAttentionPartition keys. Lane q * g + h holds query t + q, head
-// h0 + h; a lane whose query has no key in a chunk keeps its state exactly (factor 1, probabilities 0), so every lane
-// computes what it would alone. Each partition starts from a fresh state and is merged into the running one
-// (MergePartition). With `partials` set (n_q = 1, one partition), the partition's state is stored there instead,
-// [head][m, l, o...], for MergePartitions.
-template <class E, class D>
-void AttendHeads(D dh, float* out, const float* q, int t, int n_q, int first_pos, const KvCacheView& cache,
-                 const AttentionShape& shape, int h0, int g, int kv_head, int part_begin, int part_end, float* partials,
-                 AttentionScratch& s) {
-  HWY_ALIGN static const float zeros[kMaxHeadDim] = {};
-  const int lanes = static_cast<int>(hn::Lanes(dh));
-  const int hd = shape.head_dim;
+// Online softmax of row r over one chunk whose first `count` keys it sees: its scores become probabilities in place,
+// and the chunk's maximum updates the row's state. Returns the factor that rescales what the row accumulated so far
+// (0 on its first chunk).
+float Softmax(AttentionScratch& s, int r, int count) {
+  const KeyTag dk;
+  const int lanes = static_cast<int>(hn::Lanes(dk));
+  float* scores = s.scores + r * kChunk;
+  const auto counts = hn::Set(dk, static_cast<float>(count));
+  auto chunk_max = hn::Set(dk, -HUGE_VALF);
+  for (int j = 0; j < kChunk; j += lanes) {
+    const auto visible = hn::Lt(hn::Iota(dk, static_cast<float>(j)), counts);
+    chunk_max = hn::Max(chunk_max, hn::IfThenElse(visible, hn::Load(dk, scores + j), hn::Set(dk, -HUGE_VALF)));
+  }
+  const float new_max = std::max(s.maximum[r], hn::GetLane(hn::MaxOfLanes(dk, chunk_max)));
+  const hn::CappedTag<float, 1> d1;
+  const float factor = hn::GetLane(hn::Exp(d1, hn::Set(d1, s.maximum[r] - new_max)));
+  auto sum = hn::Zero(dk);
+  for (int j = 0; j < kChunk; j += lanes) {
+    const auto visible = hn::Lt(hn::Iota(dk, static_cast<float>(j)), counts);
+    const auto p = hn::IfThenElseZero(visible, hn::Exp(dk, hn::Sub(hn::Load(dk, scores + j), hn::Set(dk, new_max))));
+    hn::Store(p, dk, scores + j);
+    sum = hn::Add(sum, p);
+  }
+  s.denominator[r] = s.denominator[r] * factor + hn::GetLane(hn::SumOfLanes(dk, sum));
+  s.maximum[r] = new_max;
+  return factor;
+}
+
+// Rows of heads [h0, h0 + g) (all reading kv head kv_head) × queries [t0, t0 + n_q), row r = (query t0 + r / g,
+// head h0 + r % g), over the key partitions [part_begin, part_end) of kAttentionPartition keys. Each partition
+// starts from a fresh state per row and is merged into the row's running one (MergePartition). With `partials` set
+// (n_q = 1, one partition), the partition's state is stored there instead, [head][m, l, o...], for MergePartitions.
+template <class E>
+void AttendRows(float* out, const float* q, int t0, int n_q, int first_pos, const KvCacheView& cache,
+                const AttentionShape& shape, int h0, int g, int kv_head, int part_begin, int part_end,
+                float* partials, AttentionScratch& s) {
+  const int hd = shape.head_dim, rows = n_q * g;
   const size_t q_stride = static_cast<size_t>(shape.n_heads) * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const size_t head_offset = dtype_row_bytes(cache.dtype, static_cast<int64_t>(kv_head) * hd);
-  int n_keys[2] = {first_pos + t + 1, first_pos + t + n_q};
-  float* o[2];
-  for (int i = 0; i < n_q; ++i) {
-    o[i] = partials ? nullptr : out + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
-    const float* qh = q + (t + i) * q_stride + static_cast<size_t>(h0) * hd;
-    if (!partials) std::fill(o[i], o[i] + static_cast<size_t>(g) * hd, 0.0f);
-    for (int d = 0; d < hd; ++d) {
-      for (int h = 0; h < g; ++h) s.qt[d * lanes + i * g + h] = qh[h * hd + d];
+  const size_t value_offset = dtype_row_bytes(cache.dtype, static_cast<int64_t>(kv_head) * hd);
+  const size_t key_offset = cache.key_segment_bytes(hd) * kv_head;
+  for (int r = 0; r < rows; ++r) {
+    const size_t offset = (t0 + r / g) * q_stride + static_cast<size_t>(h0 + r % g) * hd;
+    s.queries[r] = q + offset;
+    s.outputs[r] = partials ? nullptr : out + offset;
+    if (!partials) std::fill(s.outputs[r], s.outputs[r] + hd, 0.0f);
+    s.n_keys[r] = first_pos + t0 + r / g + 1;
+    s.total_maximum[r] = -HUGE_VALF;
+    s.total_denominator[r] = 0.0f;
+  }
+  const int last_key = s.n_keys[rows - 1];  // the last row sees the most keys
+  if constexpr (std::is_same_v<E, Q8Elements>) {
+    for (int i = 0; i < n_q; ++i) {  // one query's g heads are g consecutive rows of head_dim
+      quantize_input(q + (t0 + i) * q_stride + static_cast<size_t>(h0) * hd, hd, 0, g,
+                     s.quantized + i * g * matmul_detail::ActivationRows::stride(hd));
     }
   }
-  for (int d = 0; d < hd; ++d) {
-    for (int lane = n_q * g; lane < lanes; ++lane) s.qt[d * lanes + lane] = 0.0f;
-  }
-  // Lanes of the second query (none when n_q = 1).
-  const auto second = hn::Ge(hn::Iota(dh, 0), hn::Set(dh, static_cast<float>(n_q == 2 ? g : lanes)));
-  const float* keys[kChunk];
   const float* values[kChunk];
-  float total_max[kMaxLanes], total_sum[kMaxLanes];
-  std::fill(total_max, total_max + kMaxLanes, -HUGE_VALF);
-  std::fill(total_sum, total_sum + kMaxLanes, 0.0f);
   for (int part = part_begin; part < part_end; ++part) {
     const int part_first = part * kAttentionPartition;
-    const int part_last = std::min(part_first + kAttentionPartition, n_keys[n_q - 1]);
-    std::fill(s.partial, s.partial + static_cast<size_t>(n_q) * g * hd, 0.0f);
-    auto m = hn::Set(dh, -HUGE_VALF), l = hn::Zero(dh);
+    const int part_last = std::min(part_first + kAttentionPartition, last_key);
+    std::fill(s.partial, s.partial + static_cast<size_t>(rows) * hd, 0.0f);
+    std::fill(s.maximum, s.maximum + rows, -HUGE_VALF);
+    std::fill(s.denominator, s.denominator + rows, 0.0f);
     for (int j0 = part_first; j0 < part_last; j0 += kChunk) {
-      int count[2];
-      for (int i = 0; i < 2; ++i) count[i] = std::clamp(n_keys[i] - j0, 0, kChunk);
-      const int widest = count[n_q - 1];
-      Widen<E>(cache, cache.k, j0, widest, head_offset, hd, s.keys, zeros, keys);
-      Widen<E>(cache, cache.v, j0, widest, head_offset, hd, s.values, zeros, values);
-      Scores(dh, s.qt, keys, hd, scale, s.scores);
-      // Online softmax per lane: the new maximum rescales what was accumulated (by 0 on the first chunk). Key j is
-      // visible to a lane when j < its query's count.
-      const auto counts =
-          hn::IfThenElse(second, hn::Set(dh, static_cast<float>(count[1])), hn::Set(dh, static_cast<float>(count[0])));
-      const auto visible = [&](int j) { return hn::Lt(hn::Set(dh, static_cast<float>(j)), counts); };
-      const auto active = visible(0);  // lanes whose query sees a key of this chunk
-      auto chunk_max = hn::Set(dh, -HUGE_VALF);
-      for (int j = 0; j < widest; ++j) {
-        chunk_max =
-            hn::Max(chunk_max, hn::IfThenElse(visible(j), hn::Load(dh, s.scores + j * lanes), hn::Set(dh, -HUGE_VALF)));
+      const int widest = std::min(kChunk, last_key - j0);
+      const uint8_t* segment = cache.k + cache.block_offset(j0) + key_offset;
+      if constexpr (std::is_same_v<E, Q8Elements>) {
+        ScoresQ8(segment, s.quantized, rows, hd, scale, s.scores);
+      } else {
+        Scores(s.queries, rows, WidenKeys<E>(segment, hd, s.keys), hd, scale, s.scores);
       }
-      const auto new_max = hn::Max(m, chunk_max);
-      const auto factor = hn::IfThenElse(active, hn::Exp(dh, hn::Sub(m, new_max)), hn::Set(dh, 1.0f));
-      l = hn::Mul(l, factor);
-      for (int j = 0; j < widest; ++j) {
-        const auto p =
-            hn::IfThenElseZero(visible(j), hn::Exp(dh, hn::Sub(hn::Load(dh, s.scores + j * lanes), new_max)));
-        hn::Store(p, dh, s.scores + j * lanes);
-        l = hn::Add(l, p);
-      }
-      m = new_max;
-      hn::Store(factor, dh, s.shrink);
-      for (int i = 0; i < n_q; ++i) {
-        if (count[i] == 0) continue;
-        for (int h = 0; h < g; ++h) {
-          const int lane = i * g + h;
-          Accumulate(s.partial + static_cast<size_t>(lane) * hd, s.shrink[lane], s.scores + lane, lanes, values,
-                     count[i], hd);
+      WidenValues<E>(cache, j0, widest, value_offset, hd, s.values, values);
+      // Rows of one query see the same keys: those go through the values in pairs.
+      for (int r = 0; r < rows;) {
+        const int count = std::min(kChunk, s.n_keys[r] - j0);
+        const bool pair = r + 1 < rows && s.n_keys[r + 1] == s.n_keys[r];
+        if (count > 0) {
+          float* o = s.partial + static_cast<size_t>(r) * hd;
+          const float factor = Softmax(s, r, count);
+          const float factor1 = pair ? Softmax(s, r + 1, count) : 0.0f;
+          Accumulate(o, pair ? o + hd : nullptr, factor, factor1, s.scores + r * kChunk,
+                     s.scores + (r + 1) * kChunk, values, count, hd);
         }
+        r += pair ? 2 : 1;
       }
     }
-    hn::Store(l, dh, s.denominator);
-    hn::Store(m, dh, s.maximum);
-    for (int i = 0; i < n_q; ++i) {
-      for (int h = 0; h < g; ++h) {
-        const int lane = i * g + h;
-        const float* o_p = s.partial + static_cast<size_t>(lane) * hd;
-        if (partials) {
-          float* slot = partials + static_cast<size_t>(h0 + h) * (hd + 2);
-          slot[0] = s.maximum[lane];
-          slot[1] = s.denominator[lane];
-          std::copy(o_p, o_p + hd, slot + 2);
-        } else {
-          MergePartition(total_max[lane], total_sum[lane], o[i] + static_cast<size_t>(h) * hd, s.maximum[lane],
-                         s.denominator[lane], o_p, hd);
-        }
+    for (int r = 0; r < rows; ++r) {
+      const float* o_p = s.partial + static_cast<size_t>(r) * hd;
+      if (partials) {
+        float* slot = partials + static_cast<size_t>(h0 + r) * (hd + 2);
+        slot[0] = s.maximum[r];
+        slot[1] = s.denominator[r];
+        std::copy(o_p, o_p + hd, slot + 2);
+      } else {
+        MergePartition(s.total_maximum[r], s.total_denominator[r], s.outputs[r], s.maximum[r], s.denominator[r], o_p,
+                       hd);
       }
     }
   }
   if (partials) return;
-  for (int i = 0; i < n_q; ++i) {
-    for (int h = 0; h < g; ++h) {
-      for (int d = 0; d < hd; ++d) o[i][static_cast<size_t>(h) * hd + d] /= total_sum[i * g + h];
-    }
+  for (int r = 0; r < rows; ++r) {
+    for (int d = 0; d < hd; ++d) s.outputs[r][d] /= s.total_denominator[r];
   }
 }
 
 template <class E>
 void AttentionImpl(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                    const AttentionShape& shape, int head_begin, int head_end, int partition, float* partials) {
-  const HeadTag dh;
-  const PairTag dp;
-  const int lanes = static_cast<int>(hn::Lanes(dh)), pair_lanes = static_cast<int>(hn::Lanes(dp));
   const int group = shape.n_heads / shape.n_kv_heads;
+  const int max_rows = std::min(kMaxRows, kPartialFloats / shape.head_dim);
   AttentionScratch scratch;
-  for (int t = 0; t < n_queries; t += 2) {
-    const int n_q = std::min(2, n_queries - t);
-    for (int h0 = head_begin; h0 < head_end;) {
-      // Query heads [h0, h1) all read kv head h0 / group.
-      const int kv_head = h0 / group;
-      const int h1 = std::min({head_end, (kv_head + 1) * group, h0 + lanes});
-      if (n_q == 2 && 2 * (h1 - h0) <= pair_lanes) {
-        AttendHeads<E>(dp, out, q, t, 2, first_pos, cache, shape, h0, h1 - h0, kv_head, 0,
-                       (first_pos + t + 1) / kAttentionPartition + 1, nullptr, scratch);
-      } else {
-        for (int i = 0; i < n_q; ++i) {
-          const int parts = (first_pos + t + i) / kAttentionPartition + 1;  // through the query's own position
-          AttendHeads<E>(dh, out, q, t + i, 1, first_pos, cache, shape, h0, h1 - h0, kv_head, partials ? partition : 0,
-                         partials ? partition + 1 : parts, partials, scratch);
-        }
-      }
-      h0 = h1;
+  for (int h0 = head_begin; h0 < head_end;) {
+    // Query heads [h0, h1) all read kv head h0 / group; as many queries as fit go into one pass of rows.
+    const int kv_head = h0 / group;
+    const int h1 = std::min({head_end, (kv_head + 1) * group, h0 + max_rows});
+    const int g = h1 - h0, queries_per_pass = max_rows / g;
+    for (int t0 = 0; t0 < n_queries; t0 += queries_per_pass) {
+      const int n_q = std::min(queries_per_pass, n_queries - t0);
+      const int parts = (first_pos + t0 + n_q - 1) / kAttentionPartition + 1;  // through the last query's position
+      AttendRows<E>(out, q, t0, n_q, first_pos, cache, shape, h0, g, kv_head, partials ? partition : 0,
+                    partials ? partition + 1 : parts, partials, scratch);
     }
+    h0 = h1;
   }
 }
 
@@ -342,8 +431,38 @@ void check(const KvCacheView& cache, const AttentionShape& shape) {
     fail("attention: the cache must be F32, F16 or Q8_0");
   if (shape.head_dim > kMaxHeadDim) fail("attention: head_dim ", shape.head_dim, " exceeds ", kMaxHeadDim);
   if (cache.dtype == DType::Q8_0 && shape.head_dim % 32 != 0) fail("attention: a Q8_0 cache needs head_dim % 32 == 0");
+  if (cache.row_elements != shape.n_kv_heads * shape.head_dim)
+    fail("attention: cache rows of ", cache.row_elements, " elements for ", shape.n_kv_heads, " kv heads of ",
+         shape.head_dim);
 }
 }  // namespace
+
+void kv_store(const KvCacheView& cache, const AttentionShape& shape, int64_t position, const float* k, const float* v) {
+  check(cache, shape);
+  const int hd = shape.head_dim;
+  quantize_row(cache.dtype, v, cache.v_row(position), cache.row_elements);
+  const int slot = static_cast<int>(position % kKvBlockPositions);
+  uint8_t* block = cache.k + cache.block_offset(position);
+  uint8_t row[kMaxHeadDim * sizeof(float)];  // one head's keys as quantize_row lays them out
+  for (int h = 0; h < shape.n_kv_heads; ++h) {
+    quantize_row(cache.dtype, k + static_cast<size_t>(h) * hd, row, hd);
+    uint8_t* segment = block + cache.key_segment_bytes(hd) * h;
+    if (cache.dtype == DType::Q8_0) {  // the packed layout of matmul.h, this slot being row `slot` of the group
+      const int blocks = hd / kQuantBlock;
+      uint8_t* quants = segment + static_cast<size_t>(blocks) * kPackedRows * 2;
+      for (int b = 0; b < blocks; ++b) {
+        const uint8_t* source = row + b * sizeof(BlockQ8_0);
+        std::memcpy(segment + (b * kPackedRows + slot) * 2, source, 2);
+        for (int i = 0; i < kQuantBlock; ++i) {
+          quants[(b * kQuantBlock / 4 + i / 4) * kPackedRows * 4 + slot * 4 + i % 4] = source[2 + i] ^ 0x80;
+        }
+      }
+    } else {
+      const size_t bytes = cache.dtype == DType::F16 ? 2 : 4;
+      for (int d = 0; d < hd; ++d) std::memcpy(segment + (d * kKvBlockPositions + slot) * bytes, row + d * bytes, bytes);
+    }
+  }
+}
 
 void attention(float* out, const float* q, int n_queries, int first_pos, const KvCacheView& cache,
                const AttentionShape& shape, int head_begin, int head_end) {

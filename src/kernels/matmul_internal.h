@@ -20,9 +20,9 @@ struct ActivationRows {
   const uint8_t* base;
   int cols;
 
-  static size_t values_bytes(int cols) { return (static_cast<size_t>(cols) + 63) / 64 * 64; }
-  static size_t scales_bytes(int cols) { return values_bytes(cols) / kQuantBlock * sizeof(float); }
-  static size_t stride(int cols) { return (values_bytes(cols) + 2 * scales_bytes(cols) + 63) / 64 * 64; }
+  static constexpr size_t values_bytes(int cols) { return (static_cast<size_t>(cols) + 63) / 64 * 64; }
+  static constexpr size_t scales_bytes(int cols) { return values_bytes(cols) / kQuantBlock * sizeof(float); }
+  static constexpr size_t stride(int cols) { return (values_bytes(cols) + 2 * scales_bytes(cols) + 63) / 64 * 64; }
   const int8_t* q(int t) const { return reinterpret_cast<const int8_t*>(base + t * stride(cols)); }
   const float* scales(int t) const {
     return reinterpret_cast<const float*>(base + t * stride(cols) + values_bytes(cols));

@@ -6,7 +6,6 @@
 #include "core/error.h"
 #include "kernels/attention.h"
 #include "kernels/ops.h"
-#include "kernels/quant.h"
 
 namespace ernie {
 
@@ -163,6 +162,7 @@ class Pass {
                               {ws_.v_new.data(), &layer.v_proj, bias(layer.v_bias)}};
     matmul_parallel(*ws_.pool, normalized_input(layer.input_norm), qkv);
     lap(ForwardProfile::kNormQkv);
+    const AttentionShape shape{heads, kv_heads, config_.head_dim};
 
     // Rotate the new queries and keys by their positions; keys and values then go into their sequences' blocks.
     for (int row = 0; row < rows_; ++row) {
@@ -172,9 +172,8 @@ class Pass {
       const float* sin = ws_.rope_sin.data() + row * half;
       model_.rope().apply(ws_.q.data() + static_cast<size_t>(row) * q_dim, heads, cos, sin);
       model_.rope().apply(ws_.k_new.data() + static_cast<size_t>(row) * kv_dim, kv_heads, cos, sin);
-      const KvCacheView kv = cache_.view(layer_index, *c.sequence);
-      quantize_row(kv.dtype, ws_.k_new.data() + static_cast<size_t>(row) * kv_dim, kv.k_row(pos), kv_dim);
-      quantize_row(kv.dtype, ws_.v_new.data() + static_cast<size_t>(row) * kv_dim, kv.v_row(pos), kv_dim);
+      kv_store(cache_.view(layer_index, *c.sequence), shape, pos, ws_.k_new.data() + static_cast<size_t>(row) * kv_dim,
+               ws_.v_new.data() + static_cast<size_t>(row) * kv_dim);
     }
     lap(ForwardProfile::kRopeKvStore);
 
@@ -183,7 +182,6 @@ class Pass {
     // leaves threads idle (a few decoding sequences), each long decoding sequence is split along its keys too
     // (attention_partition), and its partitions are merged after: the same bits, more threads on one sequence.
     const int heads_per_kv = heads / kv_heads;
-    const AttentionShape shape{heads, kv_heads, config_.head_dim};
     int tiles = 0;
     for (const Chunk& c : chunks_) tiles += tiles_of(c);
     const bool split = tiles * kv_heads < ws_.pool->size();

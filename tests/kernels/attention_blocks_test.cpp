@@ -10,29 +10,35 @@
 
 #include "kernels/attention.h"
 #include "kernels/kernel_test_support.h"
+#include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
 #include "kernels/quant.h"
 
 namespace ernie {
 namespace {
 
-using testing::contiguous_blocks;
 using testing::first_difference;
 using testing::for_each_simd_target;
 using testing::Random;
+using testing::TestKvCache;
 
-// Rows of n_keys x kv values stored as dtype, and the values the cache holds, widened back.
-struct Stored {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;
-};
-Stored store(DType dtype, const std::vector<float>& values) {
-  Stored s{std::vector<uint8_t>(dtype_row_bytes(dtype, static_cast<int64_t>(values.size()))), {}};
-  quantize_row(dtype, values.data(), s.bytes.data(), static_cast<int64_t>(values.size()));
-  s.values.resize(values.size());
-  dequantize_row(dtype, s.bytes.data(), s.values.data(), static_cast<int64_t>(values.size()));
-  return s;
+// The query rows as a Q8_0 cache's scores see them: each head's head_dim values quantized to int8 by quantize_input
+// (one scale per 32), widened back.
+std::vector<float> int8_queries(const std::vector<float>& q, int head_dim) {
+  const int rows = static_cast<int>(q.size()) / head_dim;
+  std::vector<uint8_t> bytes(quantized_input_bytes(rows, head_dim));
+  quantize_input(q.data(), head_dim, 0, rows, bytes.data());
+  const matmul_detail::ActivationRows quantized{bytes.data(), head_dim};
+  std::vector<float> out(q.size());
+  for (int r = 0; r < rows; ++r) {
+    for (int d = 0; d < head_dim; ++d) out[r * head_dim + d] = quantized.scales(r)[d / kQuantBlock] * quantized.q(r)[d];
+  }
+  return out;
 }
 
+// A Q8_0 cache keeps its keys int8 and quantizes the queries to int8 to meet them (as llama.cpp does): the kernel
+// must then compute the textbook attention of those int8-rounded queries over the cache's values, to float32
+// rounding. (What the rounding costs a model is bounded end to end: DemoPerplexity.Q8KvCache*.)
 TEST(AttentionBlocks, Q8CacheMatchesDoublePrecisionOnItsValues) {
   for_each_simd_target([] {
     Random rnd(120);
@@ -44,12 +50,12 @@ TEST(AttentionBlocks, Q8CacheMatchesDoublePrecisionOnItsValues) {
         const int n_keys = first_pos + n_queries, kv = shape.n_kv_heads * shape.head_dim;
         const int hd = shape.head_dim, q_stride = shape.n_heads * hd, group = shape.n_heads / shape.n_kv_heads;
         const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride, -2.0f, 2.0f);
-        const Stored k = store(DType::Q8_0, rnd.vector(static_cast<size_t>(n_keys) * kv, -2.0f, 2.0f));
-        const Stored v = store(DType::Q8_0, rnd.vector(static_cast<size_t>(n_keys) * kv));
-        const KvCacheView cache{DType::Q8_0, const_cast<uint8_t*>(k.bytes.data()), const_cast<uint8_t*>(v.bytes.data()),
-                                contiguous_blocks(), kv};
+        const auto keys = rnd.vector(static_cast<size_t>(n_keys) * kv, -2.0f, 2.0f);
+        const TestKvCache cache(DType::Q8_0, shape, keys, rnd.vector(static_cast<size_t>(n_keys) * kv));
+        const std::vector<float>&k = cache.stored_keys, &v = cache.stored_values;
+        const std::vector<float> q8 = int8_queries(q, hd);
         std::vector<float> out(q.size());
-        attention(out.data(), q.data(), n_queries, first_pos, cache, shape, 0, shape.n_heads);
+        attention(out.data(), q.data(), n_queries, first_pos, cache.view(), shape, 0, shape.n_heads);
         for (int t = 0; t < n_queries; ++t) {
           for (int h = 0; h < shape.n_heads; ++h) {
             const int kvh = h / group, visible = first_pos + t + 1;
@@ -58,14 +64,14 @@ TEST(AttentionBlocks, Q8CacheMatchesDoublePrecisionOnItsValues) {
             for (int j = 0; j < visible; ++j) {
               double dot = 0;
               for (int d = 0; d < hd; ++d)
-                dot += q[t * q_stride + h * hd + d] * double{k.values[j * kv + kvh * hd + d]};
+                dot += q8[t * q_stride + h * hd + d] * double{k[j * kv + kvh * hd + d]};
               score[j] = dot / std::sqrt(static_cast<double>(hd));
               m = std::max(m, score[j]);
             }
             for (double& s : score) sum += s = std::exp(s - m);
             for (int d = 0; d < hd; ++d) {
               double expected = 0;
-              for (int j = 0; j < visible; ++j) expected += score[j] / sum * v.values[j * kv + kvh * hd + d];
+              for (int j = 0; j < visible; ++j) expected += score[j] / sum * v[j * kv + kvh * hd + d];
               ASSERT_NEAR(out[t * q_stride + h * hd + d], expected, 1e-5) << "query " << t << " head " << h;
             }
           }
@@ -87,9 +93,8 @@ TEST(AttentionBlocks, ScatteredBlocksGiveTheContiguousResult) {
       SCOPED_TRACE(std::string(dtype_name(dtype)));
       const size_t row = dtype_row_bytes(dtype, kv), block_bytes = row * kKvBlockPositions;
       const auto values = rnd.vector(static_cast<size_t>(blocks) * kKvBlockPositions * kv);
-      std::vector<uint8_t> k(blocks * block_bytes), v(k.size());
-      quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(values.size()));
-      quantize_row(dtype, values.data(), v.data(), static_cast<int64_t>(values.size()));
+      const TestKvCache cache(dtype, shape, values, values);
+      const std::vector<uint8_t>&k = cache.k, &v = cache.v;
       std::vector<int32_t> table(pool_blocks);
       std::iota(table.begin(), table.end(), 0);
       std::shuffle(table.begin(), table.end(), std::mt19937(7));
@@ -101,8 +106,7 @@ TEST(AttentionBlocks, ScatteredBlocksGiveTheContiguousResult) {
       }
       const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride);
       std::vector<float> contiguous(q.size()), scattered(q.size());
-      attention(contiguous.data(), q.data(), n_queries, first_pos,
-                KvCacheView{dtype, k.data(), v.data(), contiguous_blocks(), kv}, shape, 0, 8);
+      attention(contiguous.data(), q.data(), n_queries, first_pos, cache.view(), shape, 0, 8);
       attention(scattered.data(), q.data(), n_queries, first_pos,
                 KvCacheView{dtype, pool_k.data(), pool_v.data(), table.data(), kv}, shape, 0, 8);
       EXPECT_EQ(first_difference(contiguous, scattered), -1);
@@ -122,10 +126,8 @@ TEST(AttentionBlocks, SplitPartitionsMergeToTheSameBits) {
         SCOPED_TRACE(std::string(dtype_name(dtype)) + " position " + std::to_string(position));
         const int n_keys = (position / kKvBlockPositions + 1) * kKvBlockPositions;
         const auto values = rnd.vector(static_cast<size_t>(n_keys) * kv);
-        std::vector<uint8_t> k(dtype_row_bytes(dtype, static_cast<int64_t>(values.size()))), v(k.size());
-        quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(values.size()));
-        quantize_row(dtype, rnd.vector(values.size()).data(), v.data(), static_cast<int64_t>(values.size()));
-        const KvCacheView cache{dtype, k.data(), v.data(), contiguous_blocks(), kv};
+        const TestKvCache stored(dtype, shape, values, rnd.vector(values.size()));
+        const KvCacheView cache = stored.view();
         const auto q = rnd.vector(q_stride);
         std::vector<float> whole(q_stride), merged(q_stride);
         attention(whole.data(), q.data(), 1, position, cache, shape, 0, 8);

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "hwy/targets.h"
+#include "kernels/attention.h"
+#include "kernels/quant.h"
 
 namespace ernie::testing {
 
@@ -68,5 +70,35 @@ inline const int32_t* contiguous_blocks() {
   }();
   return table.data();
 }
+
+// Keys and values of n_keys positions ([n_keys][n_kv_heads * head_dim] floats each) stored through kv_store as a
+// cache of `dtype` in blocks 0, 1, 2, ..., plus the values the cache holds (rounded to dtype, widened back) for
+// reference computations.
+struct TestKvCache {
+  TestKvCache(DType dtype, const AttentionShape& shape, const std::vector<float>& keys, const std::vector<float>& values)
+      : dtype(dtype), row(shape.n_kv_heads * shape.head_dim) {
+    const int n_keys = static_cast<int>(keys.size() / row);
+    const size_t block_bytes = dtype_row_bytes(dtype, row) * kKvBlockPositions;
+    k.resize((n_keys + kKvBlockPositions - 1) / kKvBlockPositions * block_bytes);
+    v.resize(k.size());
+    for (int p = 0; p < n_keys; ++p) kv_store(view(), shape, p, keys.data() + p * row, values.data() + p * row);
+    stored_keys = rounded(keys);
+    stored_values = rounded(values);
+  }
+  KvCacheView view() const { return KvCacheView{dtype, const_cast<uint8_t*>(k.data()), const_cast<uint8_t*>(v.data()),
+                                                contiguous_blocks(), row}; }
+  std::vector<float> rounded(const std::vector<float>& x) const {
+    std::vector<uint8_t> bytes(dtype_row_bytes(dtype, static_cast<int64_t>(x.size())));
+    quantize_row(dtype, x.data(), bytes.data(), static_cast<int64_t>(x.size()));
+    std::vector<float> out(x.size());
+    dequantize_row(dtype, bytes.data(), out.data(), static_cast<int64_t>(x.size()));
+    return out;
+  }
+
+  DType dtype;
+  int row;
+  std::vector<uint8_t> k, v;
+  std::vector<float> stored_keys, stored_values;
+};
 
 }  // namespace ernie::testing

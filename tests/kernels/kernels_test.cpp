@@ -21,7 +21,6 @@
 namespace ernie {
 namespace {
 
-using testing::contiguous_blocks;
 using testing::for_each_simd_target;
 using testing::Random;
 
@@ -566,10 +565,8 @@ TEST(Rope, HeadsRotateIndependentlyWithTheSameAngles) {
 // The kernel over a float32 cache, every head.
 void attention_f32(float* out, const float* q, int n_queries, int first_pos, const std::vector<float>& k,
                    const std::vector<float>& v, const AttentionShape& shape) {
-  const KvCacheView cache{DType::F32, reinterpret_cast<uint8_t*>(const_cast<float*>(k.data())),
-                          reinterpret_cast<uint8_t*>(const_cast<float*>(v.data())), contiguous_blocks(),
-                          shape.n_kv_heads * shape.head_dim};
-  attention(out, q, n_queries, first_pos, cache, shape, 0, shape.n_heads);
+  const testing::TestKvCache cache(DType::F32, shape, k, v);
+  attention(out, q, n_queries, first_pos, cache.view(), shape, 0, shape.n_heads);
 }
 
 // The full [n_queries, n_keys] score matrix per head with a causal mask, softmax and weighted values, in double.

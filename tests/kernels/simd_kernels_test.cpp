@@ -27,7 +27,6 @@ namespace ernie {
 namespace {
 
 using testing::first_difference;
-using testing::contiguous_blocks;
 using testing::for_each_simd_target;
 using testing::Random;
 
@@ -591,13 +590,11 @@ TEST(Attention, F16CacheMatchesDoublePrecision) {
         const int n_keys = first_pos + n_queries, kv = shape.n_kv_heads * shape.head_dim;
         const int q_stride = shape.n_heads * shape.head_dim, group = shape.n_heads / shape.n_kv_heads;
         const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride, -2.0f, 2.0f);
-        std::vector<uint16_t> k(static_cast<size_t>(n_keys) * kv), v(k.size());
-        for (auto& e : k) e = f32_to_f16(rnd.uniform(-2.0f, 2.0f));
-        for (auto& e : v) e = f32_to_f16(rnd.uniform(-1.0f, 1.0f));
-        const KvCacheView cache{DType::F16, reinterpret_cast<uint8_t*>(k.data()), reinterpret_cast<uint8_t*>(v.data()),
-                                contiguous_blocks(), kv};
+        const testing::TestKvCache cache(DType::F16, shape, rnd.vector(static_cast<size_t>(n_keys) * kv, -2.0f, 2.0f),
+                                         rnd.vector(static_cast<size_t>(n_keys) * kv));
+        const std::vector<float>&k = cache.stored_keys, &v = cache.stored_values;  // the F16-rounded values
         std::vector<float> out(q.size());
-        attention(out.data(), q.data(), n_queries, first_pos, cache, shape, 0, shape.n_heads);
+        attention(out.data(), q.data(), n_queries, first_pos, cache.view(), shape, 0, shape.n_heads);
         for (int t = 0; t < n_queries; ++t) {
           for (int h = 0; h < shape.n_heads; ++h) {
             const int kvh = h / group, visible = first_pos + t + 1;
@@ -606,8 +603,7 @@ TEST(Attention, F16CacheMatchesDoublePrecision) {
             for (int j = 0; j < visible; ++j) {
               double dot = 0;
               for (int d = 0; d < shape.head_dim; ++d) {
-                dot += q[t * q_stride + h * shape.head_dim + d] *
-                       static_cast<double>(f16_to_f32(k[j * kv + kvh * shape.head_dim + d]));
+                dot += q[t * q_stride + h * shape.head_dim + d] * static_cast<double>(k[j * kv + kvh * shape.head_dim + d]);
               }
               score[j] = dot / std::sqrt(static_cast<double>(shape.head_dim));
               m = std::max(m, score[j]);
@@ -616,7 +612,7 @@ TEST(Attention, F16CacheMatchesDoublePrecision) {
             for (int d = 0; d < shape.head_dim; ++d) {
               double expected = 0;
               for (int j = 0; j < visible; ++j)
-                expected += score[j] / sum * f16_to_f32(v[j * kv + kvh * shape.head_dim + d]);
+                expected += score[j] / sum * v[j * kv + kvh * shape.head_dim + d];
               ASSERT_NEAR(out[t * q_stride + h * shape.head_dim + d], expected, 1e-5) << "query " << t << " head " << h;
             }
           }
@@ -639,11 +635,10 @@ TEST(Attention, QueryResultsAreBitIdenticalWhateverTheBatchAndHeadSplit) {
       SCOPED_TRACE(label(dtype) + " first_pos " + std::to_string(first_pos));
       const int n_queries = 7, n_keys = first_pos + n_queries, kv = 2 * 64, q_stride = 8 * 64;
       const auto values = rnd.vector(static_cast<size_t>(2 * n_keys) * kv);
-      std::vector<uint8_t> k(dtype_row_bytes(dtype, static_cast<int64_t>(n_keys) * kv)), v(k.size());
-      quantize_row(dtype, values.data(), k.data(), static_cast<int64_t>(n_keys) * kv);
-      quantize_row(dtype, values.data() + static_cast<size_t>(n_keys) * kv, v.data(),
-                   static_cast<int64_t>(n_keys) * kv);
-      const KvCacheView cache{dtype, k.data(), v.data(), contiguous_blocks(), kv};
+      const testing::TestKvCache stored(
+          dtype, shape, std::vector<float>(values.begin(), values.begin() + static_cast<size_t>(n_keys) * kv),
+          std::vector<float>(values.begin() + static_cast<size_t>(n_keys) * kv, values.end()));
+      const KvCacheView cache = stored.view();
       const auto q = rnd.vector(static_cast<size_t>(n_queries) * q_stride);
       std::vector<float> all(q.size()), split(q.size());
       attention(all.data(), q.data(), n_queries, first_pos, cache, shape, 0, 8);
