@@ -1,5 +1,5 @@
 // ggml's tensor element types as GGUF files number them, with their block sizes. The five that DType stores
-// bit-identically (F32, F16, BF16, Q8_0, Q4_0) are used in place; the others are dequantized at load
+// bit-identically (F32, F16, BF16, Q8_0, Q4_0) load without requantizing; the others are dequantized at load
 // (kernels/ggml_blocks.h).
 #pragma once
 

@@ -1,4 +1,4 @@
-// A read-only memory map of a whole file. Weights are used in place from the map, never copied.
+// A read-only memory map of a whole file. Float weights are used in place from the map; integer ones are repacked.
 #pragma once
 
 #include <cstddef>

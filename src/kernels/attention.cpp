@@ -277,7 +277,9 @@ float Softmax(AttentionScratch& s, int r, int count) {
   }
   const float new_max = std::max(s.maximum[r], hn::GetLane(hn::MaxOfLanes(dk, chunk_max)));
   const hn::CappedTag<float, 1> d1;
-  const float factor = hn::GetLane(hn::Exp(d1, hn::Set(d1, s.maximum[r] - new_max)));
+  // Past the first few chunks the maximum rarely moves: then nothing needs rescaling (exactly).
+  const float factor =
+      new_max == s.maximum[r] ? 1.0f : hn::GetLane(hn::Exp(d1, hn::Set(d1, s.maximum[r] - new_max)));
   auto sum = hn::Zero(dk);
   for (int j = 0; j < kChunk; j += lanes) {
     const auto visible = hn::Lt(hn::Iota(dk, static_cast<float>(j)), counts);
