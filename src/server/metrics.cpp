@@ -154,6 +154,11 @@ std::string Metrics::render(const std::optional<SchedulerStats>& scheduler, Syst
     single(out, "ernie_process_resident_memory_bytes", "gauge", "Resident memory of the server process.",
            static_cast<double>(*rss));
   }
+  if (const auto limit = probe.memory_limit_bytes()) {
+    single(out, "ernie_memory_limit_bytes", "gauge",
+           "Most memory the process may use: its cgroup's memory.max, else the machine's memory.",
+           static_cast<double>(*limit));
+  }
   if (const auto zones = probe.temperatures(); !zones.empty()) {
     header(out, "ernie_thermal_zone_temperature_celsius", "gauge", "Temperature of each thermal zone of the machine.");
     for (const auto& z : zones) {

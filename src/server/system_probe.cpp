@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <fstream>
 
 namespace ernie::server {
@@ -52,6 +54,41 @@ std::optional<uint64_t> SystemProbe::resident_bytes() const {
   uint64_t size = 0, resident = 0;
   if (!(in >> size >> resident)) return std::nullopt;
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+std::optional<uint64_t> SystemProbe::memory_limit_bytes() const {
+  std::optional<uint64_t> limit;
+  const auto cap = [&limit](const fs::path& file) {
+    if (const auto bytes = read_integer(file); bytes && *bytes > 0) {
+      limit = std::min(limit.value_or(UINT64_MAX), static_cast<uint64_t>(*bytes));
+    }
+  };
+  // /proc/self/cgroup names this process's cgroup per hierarchy: "0::/system.slice/x.service" on cgroup v2,
+  // "4:memory:/docker/ID" for v1's memory controller. Every cgroup on the way up to the root may cap memory (v2's
+  // memory.max, v1's memory.limit_in_bytes; "max" or a huge number where none is set), and the smallest cap binds.
+  std::ifstream cgroups(proc_self_ / "cgroup");
+  for (std::string line; std::getline(cgroups, line);) {
+    const size_t first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    const bool v2 = controllers.empty();
+    if (!v2 && controllers != "memory") continue;
+    const fs::path root = v2 ? sys_ / "fs/cgroup" : sys_ / "fs/cgroup/memory";
+    const fs::path own = fs::path(line.substr(second + 1)).relative_path();
+    for (fs::path dir = own.empty() ? root : root / own;; dir = dir.parent_path()) {
+      cap(dir / (v2 ? "memory.max" : "memory.limit_in_bytes"));
+      if (dir == root || dir == dir.parent_path()) break;
+    }
+  }
+  // And the machine's memory: no cgroup lets a process use more.
+  std::ifstream meminfo(proc_self_.parent_path() / "meminfo");  // /proc/self/.. is /proc
+  for (std::string line; std::getline(meminfo, line);) {
+    uint64_t kib = 0;
+    if (std::sscanf(line.c_str(), "MemTotal: %" SCNu64 " kB", &kib) == 1) {
+      limit = std::min(limit.value_or(UINT64_MAX), kib * 1024);
+    }
+  }
+  return limit;
 }
 
 std::vector<ThermalReading> SystemProbe::temperatures() const {

@@ -1,4 +1,5 @@
-// Readings of the machine for /metrics: the process's resident memory (/proc/self/statm), thermal zones
+// Readings of the machine for /metrics: the process's resident memory (/proc/self/statm) and the most it may use
+// (the tightest cgroup memory cap on the way up its cgroup path, v2 or v1, and the machine's MemTotal), thermal zones
 // (/sys/class/thermal) and RAPL energy counters (/sys/class/powercap). Each reading is present only where the kernel
 // exposes it and this process may read it; nothing is estimated or faked. The roots are parameters so that tests can
 // point them at a made-up tree.
@@ -31,6 +32,9 @@ class SystemProbe {
   explicit SystemProbe(std::filesystem::path sys = "/sys", std::filesystem::path proc_self = "/proc/self");
 
   std::optional<uint64_t> resident_bytes() const;
+  // What resident memory may grow to before the kernel's OOM killer acts: a container's or a systemd unit's
+  // memory.max where one is set, else the machine's memory. Alerts take resident / limit.
+  std::optional<uint64_t> memory_limit_bytes() const;
   std::vector<ThermalReading> temperatures() const;
   // RAPL counters wrap at max_energy_range_uj; the probe remembers the last value of each to keep the total
   // monotonic, as a Prometheus counter must be. Thread-safe.

@@ -49,6 +49,7 @@ TEST(Metrics, ScrapeShowsTrafficAndScheduler) {
   EXPECT_EQ(s.metric("ernie_time_to_first_token_seconds_count"), 1);
   EXPECT_EQ(s.metric("ernie_num_requests_running"), 0);
   EXPECT_GT(s.metric("ernie_process_resident_memory_bytes"), 1e6);
+  EXPECT_GE(s.metric("ernie_memory_limit_bytes"), s.metric("ernie_process_resident_memory_bytes"));
 }
 
 TEST(Metrics, PromtoolAcceptsTheExposition) {
@@ -129,6 +130,37 @@ TEST(SystemProbe, ReadsThermalZonesAndRaplEnergyWhereTheyExist) {
   EXPECT_NE(text.find(R"(ernie_rapl_energy_joules_total{domain="intel-rapl:0",name="package-0"} 1.2)"),
             std::string::npos)
       << text;
+}
+
+
+TEST(SystemProbe, MemoryLimitIsTheTightestCgroupCapOrTheMachinesMemory) {
+  TempDir root;
+  const auto sys = root.path() / "sys", proc_self = root.path() / "proc/self";
+  std::filesystem::create_directories(proc_self);
+  server::SystemProbe probe(sys, proc_self);
+  EXPECT_FALSE(probe.memory_limit_bytes().has_value());  // nothing readable: no reading, not a guess
+
+  write_text(root.path() / "proc/meminfo", "MemTotal:       16000000 kB\nMemFree:         100 kB\nHugePages_Total:       0\n");
+  EXPECT_EQ(probe.memory_limit_bytes(), uint64_t{16000000} * 1024);
+
+  // cgroup v2: the service's own cgroup sets no cap ("max"), its parent slice caps at 1 GiB.
+  write_text(proc_self / "cgroup", "0::/ernie.slice/ernie-serve.service\n");
+  std::filesystem::create_directories(sys / "fs/cgroup/ernie.slice/ernie-serve.service");
+  write_text(sys / "fs/cgroup/ernie.slice/ernie-serve.service/memory.max", "max\n");
+  write_text(sys / "fs/cgroup/ernie.slice/memory.max", "1073741824\n");
+  EXPECT_EQ(probe.memory_limit_bytes(), uint64_t{1} << 30);
+
+  // cgroup v1 (a hybrid host, as Docker on older kernels): the memory controller's line; "unlimited" is a huge
+  // number, so the machine's memory binds until a real cap is set.
+  write_text(proc_self / "cgroup", "9:name=systemd:/\n4:memory:/docker/abc\n0::/\n");
+  std::filesystem::create_directories(sys / "fs/cgroup/memory/docker/abc");
+  write_text(sys / "fs/cgroup/memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n");
+  EXPECT_EQ(probe.memory_limit_bytes(), uint64_t{16000000} * 1024);
+  write_text(sys / "fs/cgroup/memory/docker/abc/memory.limit_in_bytes", "536870912\n");
+  EXPECT_EQ(probe.memory_limit_bytes(), uint64_t{512} << 20);
+
+  server::Metrics metrics;
+  EXPECT_NE(metrics.render(std::nullopt, probe).find("ernie_memory_limit_bytes 536870912"), std::string::npos);
 }
 
 }  // namespace
