@@ -12,7 +12,8 @@ packages=(
   libbenchmark-dev
   libcli11-dev
   libcpp-httplib-dev
-  prometheus  # promtool, which lints the server's /metrics in the tests
+  prometheus  # promtool, which lints the server's /metrics and checks deploy/prometheus in the tests
+  nginx curl jq  # deploy/local-cluster.sh and its test (nginx in front of replicas)
 )
 
 missing=()
@@ -30,13 +31,17 @@ else
   echo "setup: all packages present" >&2
 fi
 
-# The official `openai` npm client, for the server test that drives `ernie serve` with it. npm may be missing or the
-# registry unreachable (CI has apt, maybe not npm): then warn and go on; that one test skips and says why.
-node_dir="$(dirname "$0")/../tests/server/node"
-if [ -d "$node_dir/node_modules/openai" ]; then
-  :
-elif ! command -v npm >/dev/null 2>&1; then
-  echo "setup: warning: npm not found; the openai client test will be skipped" >&2
-elif ! (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
-  echo "setup: warning: npm ci failed in $node_dir (registry unreachable?); the openai client test will be skipped" >&2
-fi
+# npm packages of two tests: the official `openai` client, which drives `ernie serve` (tests/server/node), and the
+# Kubernetes schema validators for deploy/k8s (tests/deploy/node). npm may be missing or the registry unreachable
+# (CI has apt, maybe not npm): then warn and go on; those tests skip and say why.
+for node_dir in tests/server/node tests/deploy/node; do
+  dir="$(dirname "$0")/../$node_dir"
+  # npm writes node_modules/.package-lock.json at each install: newer than the lock file means up to date.
+  if [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+    :
+  elif ! command -v npm >/dev/null 2>&1; then
+    echo "setup: warning: npm not found; the tests in $node_dir will be skipped" >&2
+  elif ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+    echo "setup: warning: npm ci failed in $node_dir (registry unreachable?); its tests will be skipped" >&2
+  fi
+done
