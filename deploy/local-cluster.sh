@@ -12,6 +12,11 @@
 # Lines on stdout, for scripts:  replica I pid PID http://127.0.0.1:PORT   then   nginx pid PID http://127.0.0.1:P
 # and finally  ready . A replica's /metrics is at its own address.
 set -euo pipefail
+# A shell starts a background job with SIGINT ignored, and bash cannot trap a signal ignored at its start: run
+# again with the default dispositions, so that `kill -INT` stops the cluster however this script was started.
+if [ -z "${ERNIE_CLUSTER_SIGNALS_RESET:-}" ]; then
+  ERNIE_CLUSTER_SIGNALS_RESET=1 exec env --default-signal=INT,TERM "$BASH" "$0" "$@"
+fi
 
 usage() {
   echo "usage: $0 --replicas N --port P --model DIR [-- SERVE_ARGS...]" >&2
@@ -46,6 +51,11 @@ nginx="${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}"
 [ -x "$nginx" ] || die "no nginx (Debian package nginx): set NGINX_BIN"
 site="$(cd "$(dirname "$0")" && pwd)/nginx/ernie.conf"
 [ -f "$site" ] || die "missing $site"
+
+# Fail before loading N models if something already listens on the port (nginx would also refuse to bind it).
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  die "nginx could not start on 127.0.0.1:$port: something is listening there"
+fi
 
 # Threads: the CPUs this process may run on (nproc honours affinity and cpusets), shared out; at least one each.
 threads_given=0
@@ -89,12 +99,13 @@ trap 'echo "local-cluster: stopping" >&2; exit 0' INT TERM
 
 show_log() {
   echo "--- $1" >&2
-  tail -n 20 "$1" >&2 || true
+  awk '!seen[$0]++' "$1" | tail -n 20 >&2 || true  # nginx writes its start-up errors to stderr and its log alike
 }
 
 # Replicas on free ports: each binds port 0 and names the port it got, so no two processes race for one.
 declare -a replica_port
 for ((i = 1; i <= replicas; i++)); do
+  : >"$tmp/replica-$i.log"  # before the fork: the wait below reads it at once
   "$ernie" serve --model "$model" --host 127.0.0.1 --port 0 "${thread_args[@]}" "${serve_args[@]}" \
     >"$tmp/replica-$i.log" 2>&1 &
   pids+=($!)
@@ -105,7 +116,7 @@ for ((i = 1; i <= replicas; i++)); do
   while :; do
     kill -0 "$pid" 2>/dev/null || { show_log "$log"; die "replica $i exited while starting"; }
     ((SECONDS < start_deadline)) || { show_log "$log"; die "replica $i not healthy in time"; }
-    [ -n "$p" ] || p="$(sed -n 's|^ernie: listening on http://127\.0\.0\.1:\([0-9]*\) .*|\1|p' "$log" | head -n 1)"
+    [ -n "$p" ] || p="$(sed -n 's|^ernie: listening on http://127\.0\.0\.1:\([0-9]*\) .*|\1|p' "$log" | head -n 1 || true)"
     if [ -n "$p" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$p/health")" = 200 ]; then
       break
     fi

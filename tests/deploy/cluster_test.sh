@@ -5,7 +5,8 @@
 #  2. one replica killed while 12 streams run: the streams in flight on it end with a clean error (a truncated SSE
 #     stream, no [DONE]; never a hang), the others finish, every request after the kill succeeds on the survivor,
 #     and /health through nginx answers 200 throughout;
-#  3. SIGTERM stops the cluster: the script exits 0, every process it started is gone, its temporary files too.
+#  3. SIGINT stops the cluster (the signal a shell's background job starts ignoring, so the harder one): the script
+#     exits 0, every process it started is gone, its temporary files too.
 # Loopback only; every wait is bounded. Registered in ctest (label "deploy").
 set -euo pipefail
 ernie="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
@@ -161,14 +162,14 @@ echo "cluster test: kill: ${#in_flight[@]} streams in flight on the killed repli
   "finished, $after_ok/16 requests after the kill succeeded on $survivor, /health 200 in $health_checks/$health_checks checks"
 
 # 3. Stop.
-kill -TERM "$cluster"
+kill -INT "$cluster"
 deadline=$((SECONDS + 60))
 while kill -0 "$cluster" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-kill -0 "$cluster" 2>/dev/null && fail "local-cluster.sh did not stop within 60 s of SIGTERM"
+kill -0 "$cluster" 2>/dev/null && fail "local-cluster.sh did not stop within 60 s of SIGINT"
 rc=0
 wait "$cluster" || rc=$?
 cluster=""
-((rc == 0)) || fail "local-cluster.sh exited $rc after SIGTERM"
+((rc == 0)) || fail "local-cluster.sh exited $rc after SIGINT"
 for pid in "${replica_pids[@]}" "$nginx_pid"; do
   ! kill -0 "$pid" 2>/dev/null || fail "pid $pid still runs after the cluster stopped"
 done
