@@ -18,6 +18,20 @@ grep -q 'job_name: ernie' "$dir/prometheus.yml" || fail "the scrape job is not n
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+
+# The Grafana dashboard is not tried in Grafana here, but its queries must be PromQL that Prometheus parses: each
+# becomes a recording rule (with Grafana's $__rate_interval as 5m) for `promtool check rules`.
+dashboard="$repo/deploy/grafana/ernie-dashboard.json"
+if command -v jq >/dev/null; then
+  {
+    echo "groups:"
+    echo "  - name: dashboard"
+    echo "    rules:"
+    jq -r '.panels[].targets[].expr' "$dashboard" | sed 's/\$__rate_interval/5m/g' | awk '{
+      gsub(/\x27/, "\x27\x27"); printf "      - record: dashboard:query%d\n        expr: \x27%s\x27\n", NR, $0 }'
+  } >"$tmp/dashboard-rules.yml"
+  promtool check rules "$tmp/dashboard-rules.yml" >/dev/null || { cat "$tmp/dashboard-rules.yml" >&2; fail "a dashboard query is not valid PromQL"; }
+fi
 mutations=(
   's/up{job="ernie"} == 0/up{job="ernie"} == 2/'
   's/\[5m\]))) > 2$/[5m]))) > 5/'
