@@ -90,6 +90,19 @@ a="$(served "${replica_urls[0]}")" b="$(served "${replica_urls[1]}")"
 ((${a:-0} + ${b:-0} == 32)) || fail "the replicas served $a + $b completions, not 32"
 echo "cluster test: 16 concurrent greedy requests equal alone; replicas served $a and $b"
 
+# nginx's own answers: /metrics is the replicas', not the public port's; a body over the server's 1 MiB limit is
+# refused by nginx itself (never sent on), in the JSON shape the replicas use; a replica's /metrics is reachable.
+status="$(curl -s -o "$tmp/metrics.json" -w '%{http_code}' --max-time 10 "$url/metrics")"
+[ "$status" = 404 ] && jq -e '.error.code == 404' "$tmp/metrics.json" >/dev/null || fail "public /metrics answered $status"
+head -c 1100000 /dev/zero | tr '\0' 'a' >"$tmp/big.txt"
+status="$(curl -s -D "$tmp/big.head" -o "$tmp/big.json" -w '%{http_code}' --max-time 30 "$url/v1/completions" \
+  -H 'Content-Type: application/json' --data-binary @"$tmp/big.txt")"
+[ "$status" = 413 ] && jq -e '.error.type == "payload_too_large"' "$tmp/big.json" >/dev/null ||
+  fail "an 1.1 MB body answered $status: $(head -c 200 "$tmp/big.json")"
+! grep -qi '^x-ernie-replica: [0-9]' "$tmp/big.head" || fail "the 1.1 MB body was sent on to a replica"
+curl -sf --max-time 5 "${replica_urls[0]}/metrics" | grep -q '^ernie_num_requests_running' || fail "a replica's /metrics is not reachable"
+echo "cluster test: public /metrics 404, 1.1 MB body 413 from nginx, replicas' /metrics reachable"
+
 # 2. Kill a replica during a run.
 health_log="$tmp/health.log"
 (while :; do curl -s -o /dev/null -w '%{http_code}\n' --max-time 5 "$url/health" >>"$health_log"; sleep 0.05; done) &
