@@ -169,7 +169,7 @@ def main():
         "{{ k }}={{ v | replace('e', 'E') }}{% endfor %}{{ (range(3) | list)[-1] }}{{ '%s' % 'x' }}"
         "{% generation %}{{ 10 // 3 }}{% endgeneration %}\0" + conversation)
 
-    # request_fuzz: endpoint byte (0 completions, 1 chat, 2 predict), predict: query NUL body.
+    # request_fuzz: endpoint byte (0 completions, 1 chat, 2 predict; 0xF0+ tokenizer routes), predict: query NUL body.
     put("request_fuzz", "completion", b"\x00" + json.dumps(
         {"model": "demo", "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.7, "top_p": 0.9,
          "stop": ["\n", "The end"], "seed": 42, "stream": True, "stream_options": {"include_usage": True}}).encode())
@@ -180,6 +180,10 @@ def main():
          "max_completion_tokens": 8, "temperature": 0, "n": 1, "stop": "User:"}).encode())
     put("request_fuzz", "predict", b"\x02max_tokens=8&temperature=0.5\0" + json.dumps({"text": "Hi there"}).encode())
     put("request_fuzz", "predict_query", b"\x02text=hello&top_p=0.9&seed=3\0")
+    # 0xF0 and up: /tokenize (even) and /detokenize (odd).
+    put("request_fuzz", "tokenize_pieces", b"\xf0" + json.dumps(
+        {"content": "\u4f60\u597d <|end_of_sentence|> \U0001f600", "with_pieces": True, "add_special": True}).encode())
+    put("request_fuzz", "detokenize_ids", b"\xf1" + json.dumps({"tokens": [1, 2, 100, 5000, 24, 254, 173]}).encode())
 
     # stop_strings_fuzz: count byte, stop strings NUL-terminated, seed byte, text.
     put("stop_strings_fuzz", "two_stops", b"\x02User:\0\n\n\0\x07Hello there.\nUser: more text")

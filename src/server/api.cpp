@@ -393,6 +393,46 @@ GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<
   return call;
 }
 
+json tokenize_body(std::string_view body, const ApiModel& model) {
+  const json request = parse_object(body, model.limits);
+  const Fields fields(request);
+  const json* content = fields.get("content");
+  if (!content) invalid("content", "'content' is required", "missing_field");
+  if (!content->is_string()) {
+    invalid("content", std::string("'content' must be a string, not ") + content->type_name(), "invalid_type");
+  }
+  const auto ids = model.tokenizer.encode(content->get<std::string>(), fields.boolean("add_special").value_or(false));
+  if (!fields.boolean("with_pieces").value_or(false)) return {{"tokens", ids}};
+  json tokens = json::array();
+  for (const int32_t id : ids) {
+    const std::string bytes = model.tokenizer.token_bytes(id);
+    json piece = utf8::first_invalid(bytes) ? json(std::vector<uint8_t>(bytes.begin(), bytes.end())) : json(bytes);
+    tokens.push_back({{"id", id}, {"piece", std::move(piece)}});
+  }
+  return {{"tokens", std::move(tokens)}};
+}
+
+json detokenize_body(std::string_view body, const ApiModel& model) {
+  const json request = parse_object(body, model.limits);
+  const json* tokens = Fields(request).get("tokens");
+  if (!tokens) invalid("tokens", "'tokens' is required", "missing_field");
+  if (!tokens->is_array()) {
+    invalid("tokens", std::string("'tokens' must be an array of token ids, not ") + tokens->type_name(), "invalid_type");
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(tokens->size());
+  for (const json& v : *tokens) {
+    if (!v.is_number_integer()) invalid("tokens", "'tokens' must hold only integer token ids", "invalid_type");
+    const int64_t id = v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX ? -1 : v.get<int64_t>();
+    if (id < 0 || id >= model.tokenizer.vocab_size()) {
+      invalid("tokens", "token id " + v.dump() + " is outside the vocabulary (0.." +
+                            std::to_string(model.tokenizer.vocab_size() - 1) + ")");
+    }
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return {{"content", model.tokenizer.decode(ids)}};
+}
+
 json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary) {
   if (info.endpoint == Endpoint::Predict) return {{"text", text}};
   const std::string finish(finish_reason_name(summary.finish_reason));

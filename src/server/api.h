@@ -77,6 +77,13 @@ GenerationCall parse_chat_completion(std::string_view body, const ApiModel& mode
 GenerationCall parse_predict(std::string_view body, const std::vector<std::pair<std::string, std::string>>& query,
                              const ApiModel& model);
 
+// llama-server's POST /tokenize {"content", "add_special" (bos, default false), "with_pieces" (default false)} ->
+// {"tokens": [id, ...]}, or with pieces {"tokens": [{"id", "piece"}, ...]}: a piece is its text where that is valid
+// UTF-8 on its own, else its bytes as an array of numbers (one byte of a multi-byte character).
+nlohmann::json tokenize_body(std::string_view body, const ApiModel& model);
+// POST /detokenize {"tokens": [id, ...]} -> {"content"}: the text the ids decode to, special tokens as their text.
+nlohmann::json detokenize_body(std::string_view body, const ApiModel& model);
+
 // Responses. `id` and `created` identify the request; `summary` gives the finish reason and token counts.
 struct ResponseInfo {
   Endpoint endpoint;

@@ -25,8 +25,9 @@ constexpr auto kClientPoll = std::chrono::milliseconds(50);
 // A request body past this size marks the memory it took for release when the server goes idle.
 constexpr size_t kLargeBody = 64 * 1024;
 
-constexpr std::array<const char*, 6> kRoutes = {"/predict",   "/v1/completions", "/v1/chat/completions",
-                                                "/v1/models", "/health",         "/metrics"};
+constexpr std::array<const char*, 9> kRoutes = {"/predict", "/v1/completions", "/v1/chat/completions",
+                                                "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize",
+                                                "/props"};
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -363,12 +364,76 @@ void Server::install_routes() {
   http.Post("/predict", route(Endpoint::Predict));
   http.Post("/v1/completions", route(Endpoint::Completions));
   http.Post("/v1/chat/completions", route(Endpoint::ChatCompletions));
+  // llama-server's tokenizer routes: answered at once on the HTTP thread, no scheduler involved.
+  const auto tokenizer_route = [this](json (*answer)(std::string_view, const ApiModel&)) {
+    return [this, answer](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      std::string body;
+      if (!read_body(req, res, reader, options_.max_body_bytes, body)) return;
+      try {
+        require_ready(res);
+        send_json(res, 200, answer(body, api_model()));
+      } catch (const ApiError& e) {
+        send_error(res, e);
+      }
+    };
+  };
+  http.Post("/tokenize", tokenizer_route(&tokenize_body));
+  http.Post("/detokenize", tokenizer_route(&detokenize_body));
+  http.Get("/props", [this](const httplib::Request&, httplib::Response& res) { props(res); });
+}
+
+void Server::require_ready(httplib::Response& res) const {
+  if (ready_) return;
+  res.set_header("Retry-After", "1");
+  throw ApiError(503, "model_loading", "the model is still loading");
+}
+
+ApiModel Server::api_model() const {
+  return {.tokenizer = *served_.tokenizer,
+          .chat_template = chat_template_ ? &*chat_template_ : nullptr,
+          .defaults = defaults_,
+          .id = served_.id,
+          .context_length = scheduler_->context_length(),
+          .vocab_size = served_.model->config().vocab_size,
+          .limits = options_.limits};
+}
+
+void Server::props(httplib::Response& res) const {
+  try {
+    require_ready(res);
+  } catch (const ApiError& e) {
+    return send_error(res, e);
+  }
+  const Tokenizer& tokenizer = *served_.tokenizer;
+  const SamplingParams& sampling = defaults_.sampling;
+  const auto token_text = [&](int32_t id) { return id < 0 ? json(nullptr) : json(tokenizer.decode({&id, 1})); };
+  send_json(res, 200,
+            {{"model", served_.id},
+             {"n_ctx", scheduler_->context_length()},
+             {"total_slots", options_.scheduler.max_running},
+             {"vocab_size", tokenizer.vocab_size()},
+             {"bos_token", token_text(tokenizer.bos_id())},
+             {"eos_token", token_text(tokenizer.eos_id())},
+             {"chat_template", tokenizer.chat_template()},
+             {"default_generation_settings",
+              {{"n_ctx", scheduler_->context_length()},
+               {"params",
+                {{"n_predict", defaults_.max_new_tokens},
+                 {"temperature", sampling.temperature},
+                 {"top_k", sampling.top_k},
+                 {"top_p", sampling.top_p},
+                 {"min_p", sampling.min_p},
+                 {"repeat_penalty", sampling.repetition_penalty},
+                 {"presence_penalty", sampling.presence_penalty},
+                 {"frequency_penalty", sampling.frequency_penalty}}}}},
+             {"build_info", "ernie-edge " ERNIE_VERSION}});
 }
 
 void Server::models(httplib::Response& res) const {
-  if (!ready_) {
-    res.set_header("Retry-After", "1");
-    return send_error(res, ApiError(503, "model_loading", "the model is still loading"));
+  try {
+    require_ready(res);
+  } catch (const ApiError& e) {
+    return send_error(res, e);
   }
   send_json(res, 200,
             {{"object", "list"},
@@ -383,17 +448,8 @@ void Server::generate(const httplib::Request& req, const std::string& body, http
   try {
     auto ticket = enter();
     if (!ticket) throw ApiError(503, "shutting_down", "the server is shutting down");
-    if (!ready_) {
-      res.set_header("Retry-After", "1");
-      throw ApiError(503, "model_loading", "the model is still loading");
-    }
-    ApiModel model{.tokenizer = *served_.tokenizer,
-                   .chat_template = chat_template_ ? &*chat_template_ : nullptr,
-                   .defaults = defaults_,
-                   .id = served_.id,
-                   .context_length = scheduler_->context_length(),
-                   .vocab_size = served_.model->config().vocab_size,
-                   .limits = options_.limits};
+    require_ready(res);
+    ApiModel model = api_model();
     // Without a "seed", sampling differs from request to request, as OpenAI's does.
     model.defaults.sampling.seed = random_u64();
     GenerationCall call;

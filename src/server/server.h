@@ -93,6 +93,12 @@ class Server {
   void generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
                 Endpoint endpoint);
   void models(httplib::Response& response) const;
+  // llama-server's GET /props: context size, slots, chat template, generation defaults, build.
+  void props(httplib::Response& response) const;
+  // Raises ApiError 503 (with Retry-After) until serve_model() has finished.
+  void require_ready(httplib::Response& response) const;
+  // What the request parsers need of the served model (valid once ready).
+  ApiModel api_model() const;
   // Generation requests from their handler's start to their response's end. shutdown() waits for there to be none
   // before stopping cpp-httplib, whose stop() would cut a response that has not begun writing its body.
   class InFlight;

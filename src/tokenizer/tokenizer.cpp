@@ -495,6 +495,13 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   return out;
 }
 
+std::string Tokenizer::token_bytes(int32_t id) const {
+  const Entry* entry = visible_entry(id, /*skip_special_tokens=*/false);
+  if (!entry) return {};
+  if (entry->byte >= 0) return std::string(1, static_cast<char>(entry->byte));
+  return std::string(text_of(*entry));
+}
+
 StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
     : tokenizer_(&tokenizer), skip_special_tokens_(skip_special_tokens) {
   pending_bytes_.reserve(16);

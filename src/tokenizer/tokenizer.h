@@ -62,6 +62,10 @@ class Tokenizer {
   // as "", as transformers drops ids it cannot map. Never throws.
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
+  // The bytes one id stands for in decoded text: one byte for a byte-fallback piece ("<0xE4>" is "\xE4", which
+  // alone is no valid UTF-8), the piece's text otherwise (special tokens as their text); "" for an unknown id.
+  std::string token_bytes(int32_t id) const;
+
   // Resolved from the bos/eos/pad token strings of the config (falling back to the sentencepiece model's own
   // ids); -1 when the checkpoint defines none.
   int32_t bos_id() const { return bos_id_; }
