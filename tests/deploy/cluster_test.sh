@@ -69,8 +69,11 @@ completion() {  # completion PROMPT_INDEX OUT: one greedy request, its text in O
     -d "$body" >"$2.status" || true
   jq -r '.choices[0].text' "$2.json" >"$2" 2>/dev/null || true
 }
+metrics() {  # metrics REPLICA_URL: its /metrics text (read whole: a reader that stops early would fail under pipefail)
+  curl -sf --max-time 5 "$1/metrics" || true
+}
 served() {  # served REPLICA_URL: completions that replica answered 200
-  curl -s --max-time 5 "$1/metrics" | awk -F' ' '/^ernie_http_requests_total\{endpoint="\/v1\/completions",status="200"\}/{print $2}' | head -n 1
+  metrics "$1" | awk '/^ernie_http_requests_total\{endpoint="\/v1\/completions",status="200"\}/{print $2}'
 }
 
 # 1. Concurrent through nginx = alone.
@@ -100,7 +103,7 @@ status="$(curl -s -D "$tmp/big.head" -o "$tmp/big.json" -w '%{http_code}' --max-
 [ "$status" = 413 ] && jq -e '.error.type == "payload_too_large"' "$tmp/big.json" >/dev/null ||
   fail "an 1.1 MB body answered $status: $(head -c 200 "$tmp/big.json")"
 ! grep -qi '^x-ernie-replica: [0-9]' "$tmp/big.head" || fail "the 1.1 MB body was sent on to a replica"
-curl -sf --max-time 5 "${replica_urls[0]}/metrics" | grep -q '^ernie_num_requests_running' || fail "a replica's /metrics is not reachable"
+grep -q '^ernie_num_requests_running' <<<"$(metrics "${replica_urls[0]}")" || fail "a replica's /metrics is not reachable"
 echo "cluster test: public /metrics 404, 1.1 MB body 413 from nginx, replicas' /metrics reachable"
 
 # 2. Kill a replica during a run.
@@ -144,7 +147,7 @@ wait "${stream_pids[@]}" || true
 failed=0 finished=0
 for i in $(seq 12); do
   rc="$(cat "$tmp/streams/$i.rc")"
-  if printf '%s\n' "${in_flight[@]}" | grep -qx "$i"; then
+  if [[ " ${in_flight[*]} " == *" $i "* ]]; then
     # A clean error: curl reports the truncated chunked stream (18) or the reset (56), and [DONE] never came.
     [[ "$rc" == 18 || "$rc" == 56 ]] || fail "stream $i in flight on the killed replica: curl exit $rc, not a clean error"
     ! grep -q '^data: \[DONE\]' "$tmp/streams/$i.body" || fail "stream $i on the killed replica claims to have finished"
