@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "server/chat_page.h"
 
 namespace ernie::server {
 namespace {
@@ -25,9 +26,9 @@ constexpr auto kClientPoll = std::chrono::milliseconds(50);
 // A request body past this size marks the memory it took for release when the server goes idle.
 constexpr size_t kLargeBody = 64 * 1024;
 
-constexpr std::array<const char*, 9> kRoutes = {"/predict", "/v1/completions", "/v1/chat/completions",
-                                                "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize",
-                                                "/props"};
+constexpr std::array<const char*, 10> kRoutes = {"/",         "/predict",  "/v1/completions", "/v1/chat/completions",
+                                                 "/v1/models", "/health", "/metrics", "/tokenize",
+                                                 "/detokenize", "/props"};
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -296,7 +297,9 @@ void Server::install_routes() {
   httplib::Server& http = *http_;
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (options_.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // /health for probes, and the chat page (static, no model data), which then asks for the key itself.
+    const bool open_route = req.path == "/health" || (req.path == "/" && req.method == "GET");
+    if (options_.api_key.empty() || open_route) return httplib::Server::HandlerResponse::Unhandled;
     const std::string given = req.get_header_value("Authorization");
     const std::string_view scheme = "Bearer ";
     if (given.starts_with(scheme) && same_secret(std::string_view(given).substr(scheme.size()), options_.api_key)) {
@@ -380,6 +383,9 @@ void Server::install_routes() {
   http.Post("/tokenize", tokenizer_route(&tokenize_body));
   http.Post("/detokenize", tokenizer_route(&detokenize_body));
   http.Get("/props", [this](const httplib::Request&, httplib::Response& res) { props(res); });
+  // The chat page: static, compiled into the binary, open without the API key (it holds nothing secret); the page
+  // asks for the key when the API answers 401.
+  http.Get("/", [](const httplib::Request&, httplib::Response& res) { serve_chat_page(res); });
 }
 
 void Server::require_ready(httplib::Response& res) const {
