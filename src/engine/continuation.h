@@ -4,33 +4,45 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "engine/generator.h"
+#include "engine/grammar/grammar_matcher.h"
 #include "engine/sampler.h"
 #include "engine/stop_strings.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ernie {
 
+struct TokenLogprob {
+  int32_t token;
+  float logprob;
+};
+
 class Continuation {
  public:
-  // `prompt` seeds the repetition penalty. Raises ernie::Error for invalid sampling params or max_new_tokens < 0.
-  // Keeps its own copy of the options; the tokenizer must outlive the continuation. Allocates the sampler's scratch
-  // (about 23 bytes per vocab entry).
+  // `prompt` seeds the repetition penalty. Raises ernie::Error for invalid sampling params or max_new_tokens < 0,
+  // or for a grammar without `trie` (the vocabulary's, built once per tokenizer). Keeps its own copy of the options;
+  // the tokenizer and trie must outlive the continuation. Allocates the sampler's scratch (about 23 bytes per vocab
+  // entry), and with a grammar or logprobs one more float per entry.
   Continuation(const Tokenizer& tokenizer, const GenerationOptions& options, std::span<const int32_t> prompt,
-               int vocab_size);
+               int vocab_size, const TokenTrie* trie = nullptr);
 
   struct Step {
     int32_t token;
     std::string text;  // text made final by this token: may be empty (held back), never includes a stop string
     bool emit;         // false for an end-of-sequence id, which is recorded but not shown
-    bool done;         // generation ends here: end-of-sequence id, stop string, or max_new_tokens reached
+    bool done;         // generation ends here: end-of-sequence id, stop string, max_new_tokens, or the grammar
+    float logprob = 0;               // with top_logprobs >= 0: the token's log-probability
+    std::vector<TokenLogprob> top;   // and the top_logprobs most likely tokens, most likely first
   };
   // Chooses the next token from `logits` ([vocab_size], overwritten) and records it. Must not be called once a
-  // step was done or after stop().
+  // step was done or after stop(). Raises ernie::Error if a grammar allows no token at all (a grammar that needs
+  // bytes this vocabulary cannot write).
   Step next(std::span<float> logits);
 
   // Ends generation early for the caller's own reason (a full context stays "length"; cancellation is "stop").
@@ -53,6 +65,17 @@ class Continuation {
   std::vector<int32_t> tokens_;
   FinishReason finish_reason_ = FinishReason::Length;
   bool stop_string_found_ = false;
+
+  int32_t choose(std::span<float> logits);
+  void record_logprobs(Step& step) const;
+  bool is_eos(int32_t token) const;
+
+  std::vector<std::pair<int32_t, float>> logit_bias_;
+  int top_logprobs_;
+  std::optional<GrammarMatcher> matcher_;
+  std::vector<float> raw_;      // the model's logits, kept for logprobs
+  std::vector<float> scratch_;  // a greedy pick tried before masking
+  double log_normalizer_ = 0;   // of raw_
 };
 
 }  // namespace ernie

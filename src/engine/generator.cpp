@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 #include "core/error.h"
 #include "engine/continuation.h"
@@ -40,7 +41,8 @@ std::string_view finish_reason_name(FinishReason reason) {
 GenerationResult generate(Session& session, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                           const GenerationOptions& options, const TokenCallback& on_token) {
   check_prompt(prompt, session.vocab_size(), session.position(), session.context_length());
-  Continuation continuation(tokenizer, options, prompt, session.vocab_size());
+  const std::unique_ptr<TokenTrie> trie = options.grammar ? std::make_unique<TokenTrie>(tokenizer) : nullptr;
+  Continuation continuation(tokenizer, options, prompt, session.vocab_size(), trie.get());
 
   GenerationResult result;
   result.prompt_tokens = static_cast<int>(prompt.size());

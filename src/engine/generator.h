@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +17,8 @@
 
 namespace ernie {
 
+class Grammar;
+
 struct GenerationOptions {
   int max_new_tokens = 256;
   bool ignore_eos = false;                // keep going past end-of-sequence ids (fixed-length runs)
@@ -23,6 +26,15 @@ struct GenerationOptions {
   std::vector<std::string> stop_strings;  // text that ends generation; never printed
   bool cache_prompt = true;               // the scheduler may reuse a cached prefix of the prompt
   SamplingParams sampling;
+  // Constrained decoding (grammar/grammar.h): only tokens the grammar allows are sampled, the filters and the draw
+  // acting on the allowed ones alone; end-of-sequence is allowed once the text is complete, and generation ends
+  // (finish "stop") when the grammar can take nothing more.
+  std::shared_ptr<const Grammar> grammar;
+  // Added to the model's logits before anything else (OpenAI's logit_bias): -100 all but bans a token.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // < 0: none. Otherwise each generated token carries its log-probability and the `top_logprobs` most likely
+  // tokens with theirs: log-softmax of the model's logits, before bias, penalties, temperature or any filter.
+  int top_logprobs = -1;
 };
 
 // Sampling defaults from generation_config.json, as transformers applies them: do_sample false means greedy,

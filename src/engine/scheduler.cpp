@@ -22,18 +22,20 @@ struct RequestState {
   std::mutex mutex;  // guards the fields below
   std::condition_variable changed;
   std::string pending;  // text not yet taken by wait()
+  std::vector<RequestHandle::TokenInfo> pending_logprobs;
   int generated = 0;    // tokens generated so far
   bool finished = false;
   RequestSummary summary;  // complete when finished
 
   // Scheduler thread: the `tokens`-th token was generated, making `text` final. Wakes the reader for new text, and
   // for the first token even without text, so that it can tell the client generation has started.
-  void publish(std::string_view text, int tokens) {
-    if (text.empty() && tokens != 1) return;
+  void publish(std::string_view text, int tokens, Continuation::Step* logprobs = nullptr) {
+    if (text.empty() && tokens != 1 && !logprobs) return;
     {
       std::lock_guard lock(mutex);
       pending += text;
       generated = tokens;
+      if (logprobs) pending_logprobs.push_back({logprobs->token, logprobs->logprob, std::move(logprobs->top)});
     }
     changed.notify_all();
   }
@@ -69,11 +71,13 @@ RequestHandle::Update RequestHandle::wait(std::chrono::milliseconds timeout) {
   std::unique_lock lock(state_->mutex);
   const int seen = seen_tokens_;
   state_->changed.wait_for(lock, timeout, [&] {
-    return !state_->pending.empty() || state_->finished || (seen == 0 && state_->generated > 0);
+    return !state_->pending.empty() || !state_->pending_logprobs.empty() || state_->finished ||
+           (seen == 0 && state_->generated > 0);
   });
   seen_tokens_ = state_->generated;
-  Update update{std::move(state_->pending), state_->generated, state_->finished};
+  Update update{std::move(state_->pending), state_->generated, state_->finished, std::move(state_->pending_logprobs)};
   state_->pending.clear();
+  state_->pending_logprobs.clear();
   return update;
 }
 
@@ -256,17 +260,33 @@ void Scheduler::admit() {
     }
     // Oldest first: when the oldest cannot get its KV blocks yet, the others wait behind it, so a long request is
     // never starved by short ones.
-    if (!start(*free_slot, request)) return;
+    const Admission admission = start(*free_slot, request);
+    if (admission == Admission::Waiting) return;
     std::lock_guard lock(mutex_);
     waiting_.pop_front();
-    ++running_;
+    if (admission == Admission::Started) ++running_;
   }
 }
 
-// Admits `request` into `slot` if the KV cache can promise every block it may need; false, changing nothing,
-// otherwise. The sampler's scratch is allocated here, on the scheduler thread, rather than on the submitter's.
-bool Scheduler::start(Slot& slot, std::shared_ptr<detail::RequestState>& request) {
+// Admits `request` into `slot` if the KV cache can promise every block it may need; Waiting, changing nothing,
+// otherwise. The sampler's scratch (and a constrained request's matcher) is allocated here, on the scheduler thread,
+// rather than on the submitter's.
+Scheduler::Admission Scheduler::start(Slot& slot, std::shared_ptr<detail::RequestState>& request) {
   const std::vector<int32_t>& prompt = request->prompt;
+  if (request->options.grammar && !trie_) trie_ = std::make_unique<TokenTrie>(tokenizer_);
+  std::optional<Continuation> continuation;
+  try {
+    continuation.emplace(tokenizer_, request->options, prompt, vocab_size_, trie_.get());
+  } catch (const Error& e) {
+    // Not expected for a request try_submit() accepted; the request ends with the error rather than the scheduler.
+    RequestSummary how;
+    how.prompt_tokens = static_cast<int>(prompt.size());
+    how.error = e.what();
+    how.total_seconds = seconds_between(request->submitted, Clock::now());
+    if (options_.on_finish) options_.on_finish(how);
+    request->end("", std::move(how));
+    return Admission::Ended;
+  }
   const int64_t cache_positions = cache_.total_blocks() * kKvBlockPositions;
   const int budget = static_cast<int>(std::min<int64_t>(
       {static_cast<int64_t>(prompt.size()) + request->options.max_new_tokens, context_length_, cache_positions}));
@@ -274,20 +294,21 @@ bool Scheduler::start(Slot& slot, std::shared_ptr<detail::RequestState>& request
   const int64_t needed = KvCache::blocks_for(budget) - static_cast<int64_t>(slot.sequence.blocks().size());
   if (needed > cache_.available_blocks() - promised_blocks_) {
     cache_.release(slot.sequence);
-    return false;
+    return Admission::Waiting;
   }
   promised_blocks_ += needed;
   slot.promised_blocks = needed;
   slot.budget = budget;
   slot.tokens.assign(prompt.begin(), prompt.end());
   slot.request = request;
-  slot.continuation.emplace(tokenizer_, request->options, prompt, vocab_size_);
+  slot.continuation.reset();
+  slot.continuation.emplace(std::move(*continuation));
   slot.admitted = admissions_++;
   slot.next_token = -1;
   slot.summary = RequestSummary{};
   slot.summary.prompt_tokens = static_cast<int>(prompt.size());
   slot.summary.queue_seconds = seconds_between(request->submitted, Clock::now());
-  return true;
+  return Admission::Started;
 }
 
 // Takes blocks for the slot's sequence to hold `positions`, out of what was promised to it.
@@ -362,11 +383,19 @@ void Scheduler::run_step() {
 // Samples the slot's next token from its logits, publishes the text it makes final, and ends the request when
 // the continuation is done or its budget of positions is used up.
 void Scheduler::take(Slot& slot, std::span<float> logits) {
-  const auto step = slot.continuation->next(logits);
+  Continuation::Step step;
+  try {
+    step = slot.continuation->next(logits);
+  } catch (const Error& e) {
+    finish(slot, /*cancelled=*/false, e.what());
+    return;
+  }
   if (slot.continuation->tokens().size() == 1) {
     slot.summary.first_token_seconds = seconds_between(slot.request->submitted, Clock::now());
   }
-  slot.request->publish(step.emit ? step.text : "", static_cast<int>(slot.continuation->tokens().size()));
+  const bool logprobs = step.emit && slot.request->options.top_logprobs >= 0;
+  slot.request->publish(step.emit ? step.text : "", static_cast<int>(slot.continuation->tokens().size()),
+                        logprobs ? &step : nullptr);
   if (step.done || slot.sequence.position() >= slot.budget) {
     finish(slot, /*cancelled=*/false);
     return;

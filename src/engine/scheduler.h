@@ -96,10 +96,17 @@ class RequestHandle {
   RequestHandle& operator=(const RequestHandle&) = delete;
   ~RequestHandle();
 
+  // A generated token's log-probability, for requests with top_logprobs >= 0.
+  struct TokenInfo {
+    int32_t token;
+    float logprob;
+    std::vector<TokenLogprob> top;
+  };
   struct Update {
     std::string text;  // text made final since the previous wait(); special tokens and stop strings never appear
     int tokens = 0;    // tokens generated so far (text may lag: a partial character or stop-string prefix waits)
     bool finished = false;
+    std::vector<TokenInfo> logprobs;  // of the tokens shown since the previous wait() (not a final end-of-sequence)
   };
   // Returns as soon as there is new text, the first token (even if it shows no text yet), or the end; or after
   // `timeout` with none of them.
@@ -165,7 +172,8 @@ class Scheduler {
   void step();
   void reap_cancelled_running();
   void admit();
-  bool start(Slot& slot, std::shared_ptr<detail::RequestState>& request);
+  enum class Admission { Waiting, Started, Ended };
+  Admission start(Slot& slot, std::shared_ptr<detail::RequestState>& request);
   void plan_step(StepStats& stats);
   bool reserve(Slot& slot, int positions);
   void run_step();
@@ -189,6 +197,7 @@ class Scheduler {
   std::vector<Slot*> chunk_slots_;
   std::vector<float> logits_;
   std::vector<Slot*> prefill_order_;  // plan_step()'s scratch
+  std::unique_ptr<TokenTrie> trie_;   // the vocabulary's, built at the first constrained request
 
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable wake_;

@@ -1,0 +1,211 @@
+#include "engine/grammar/grammar_matcher.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+
+namespace ernie {
+namespace {
+
+// Deeper stacks are dropped: nesting that deep (a JSON value inside 2000 arrays) is refused rather than grown
+// without bound.
+constexpr size_t kMaxStackDepth = 2000;
+// A state with more parses than this keeps the first ones; only a pathologically ambiguous grammar gets here.
+constexpr size_t kMaxStacks = 4096;
+// Distinct states whose masks a matcher keeps; past it the cache starts over.
+constexpr size_t kMaxCachedMasks = 256;
+
+}  // namespace
+
+// ---- TokenTrie -----------------------------------------------------------------------------------------------------
+
+TokenTrie::TokenTrie(const Tokenizer& tokenizer) : vocab_size_(tokenizer.vocab_size()) {
+  offsets_.reserve(static_cast<size_t>(vocab_size_) + 1);
+  std::vector<int32_t> ids;
+  for (int32_t id = 0; id < vocab_size_; ++id) {
+    offsets_.push_back(static_cast<uint32_t>(pool_.size()));
+    if (tokenizer.is_special(id)) continue;
+    const std::string bytes = tokenizer.token_bytes(id);
+    if (bytes.empty()) continue;
+    pool_ += bytes;
+    ids.push_back(id);
+  }
+  offsets_.push_back(static_cast<uint32_t>(pool_.size()));
+  std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return bytes(a) < bytes(b) || (bytes(a) == bytes(b) && a < b); });
+
+  // In sorted order each token shares its longest prefix with the one before: close the nodes past that prefix,
+  // open one per remaining byte. Depth-first order falls out, and a node's tokens are contiguous in `ids`.
+  std::vector<uint32_t> path;  // open nodes, root's child first
+  std::string_view previous;
+  tokens_ = ids;
+  for (uint32_t k = 0; k < ids.size(); ++k) {
+    const std::string_view b = bytes(ids[k]);
+    size_t common = 0;
+    while (common < previous.size() && common < b.size() && previous[common] == b[common]) ++common;
+    while (path.size() > common) {
+      nodes_[path.back()].subtree_end = static_cast<uint32_t>(nodes_.size());
+      path.pop_back();
+    }
+    for (size_t d = common; d < b.size(); ++d) {
+      path.push_back(static_cast<uint32_t>(nodes_.size()));
+      nodes_.push_back(Node{static_cast<uint8_t>(b[d]), static_cast<uint16_t>(std::min<size_t>(d + 1, UINT16_MAX)), 0,
+                            k, 0});
+    }
+    Node& end = nodes_[path.back()];
+    if (end.token_count == 0) end.first_token = k;
+    ++end.token_count;
+    max_depth_ = std::max(max_depth_, b.size());
+    previous = b;
+  }
+  while (!path.empty()) {
+    nodes_[path.back()].subtree_end = static_cast<uint32_t>(nodes_.size());
+    path.pop_back();
+  }
+  if (max_depth_ >= UINT16_MAX) fail("a token of ", max_depth_, " bytes is too long for constrained decoding");
+}
+
+std::string_view TokenTrie::bytes(int32_t id) const {
+  if (id < 0 || id >= vocab_size_) return {};
+  return std::string_view(pool_).substr(offsets_[id], offsets_[id + 1] - offsets_[id]);
+}
+
+// ---- GrammarMatcher ------------------------------------------------------------------------------------------------
+
+GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> grammar, const TokenTrie& trie)
+    : grammar_(std::move(grammar)), trie_(trie), levels_(trie.max_depth() + 1) {
+  // expand() recurses once per fork on a rule's left edge, which, the grammar having no left recursion, visits each
+  // rule at most once: slot 0 holds the stack being advanced, the rest one fork per depth. Sized once, so references
+  // into it stay valid.
+  scratch_.resize(grammar_->rule_count() + 2);
+  for (const uint32_t start : grammar_->alternatives(grammar_->root())) {
+    std::vector<uint32_t> stack{start};
+    expand(stack, state_, 0);
+  }
+  mask_.assign((static_cast<size_t>(trie_.vocab_size()) + 63) / 64, 0);
+}
+
+// Pops finished alternatives and follows rule references until the top of `stack` is a byte set, adding each
+// resulting stack to `out`; a reference with several alternatives forks the stack. A reference that ends its
+// alternative replaces it (a tail call), so right recursion runs in constant depth. Modifies `stack`.
+void GrammarMatcher::expand(std::vector<uint32_t>& stack, State& out, size_t depth) {
+  const Grammar& g = *grammar_;
+  while (true) {
+    if (stack.empty()) {
+      out.accepting = true;
+      return;
+    }
+    const uint32_t position = stack.back();
+    const Grammar::Element& e = g.element(position);
+    if (e.kind == Grammar::Kind::End) {
+      stack.pop_back();
+      continue;
+    }
+    if (e.kind == Grammar::Kind::Bytes) {
+      add_stack(stack, out);
+      return;
+    }
+    stack.pop_back();
+    if (g.element(position + 1).kind != Grammar::Kind::End) stack.push_back(position + 1);
+    if (stack.size() >= kMaxStackDepth) return;
+    const auto alternatives = g.alternatives(e.index);
+    for (size_t i = 0; i + 1 < alternatives.size(); ++i) {
+      std::vector<uint32_t>& fork = scratch_[depth];
+      fork.assign(stack.begin(), stack.end());
+      fork.push_back(alternatives[i]);
+      expand(fork, out, depth + 1);
+    }
+    stack.push_back(alternatives.back());
+  }
+}
+
+void GrammarMatcher::add_stack(const std::vector<uint32_t>& stack, State& out) const {
+  if (out.ends.size() >= kMaxStacks) return;
+  uint32_t begin = 0;
+  for (const uint32_t end : out.ends) {
+    if (end - begin == stack.size() && std::equal(stack.begin(), stack.end(), out.data.begin() + begin)) return;
+    begin = end;
+  }
+  out.data.insert(out.data.end(), stack.begin(), stack.end());
+  out.ends.push_back(static_cast<uint32_t>(out.data.size()));
+}
+
+void GrammarMatcher::advance(const State& from, uint8_t byte, State& to) {
+  to.clear();
+  const Grammar& g = *grammar_;
+  uint32_t begin = 0;
+  for (const uint32_t end : from.ends) {
+    const uint32_t top = from.data[end - 1];
+    if (g.byte_set(g.element(top).index).has(byte)) {
+      std::vector<uint32_t>& stack = scratch_[0];  // expand() forks into the deeper slots
+      stack.assign(from.data.begin() + begin, from.data.begin() + end);
+      stack.back() = top + 1;
+      expand(stack, to, 1);
+    }
+    begin = end;
+  }
+}
+
+bool GrammarMatcher::advance_bytes(const State& from, std::string_view bytes, State& out) {
+  if (bytes.empty()) return false;
+  const State* current = &from;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    State& next = i + 1 == bytes.size() ? out : (current == &step_a_ ? step_b_ : step_a_);
+    advance(*current, static_cast<uint8_t>(bytes[i]), next);
+    if (next.dead()) return false;
+    if (next.ends.empty() && i + 1 < bytes.size()) return false;  // complete, yet bytes remain
+    current = &next;
+  }
+  return true;
+}
+
+bool GrammarMatcher::allows(int32_t token) {
+  return advance_bytes(state_, trie_.bytes(token), probe_);
+}
+
+bool GrammarMatcher::accept(int32_t token) {
+  return accept_bytes(trie_.bytes(token));
+}
+
+bool GrammarMatcher::accept_bytes(std::string_view bytes) {
+  if (!advance_bytes(state_, bytes, probe_)) return false;
+  std::swap(state_, probe_);
+  return true;
+}
+
+std::string GrammarMatcher::key() const {
+  std::string k(1, state_.accepting ? '1' : '0');
+  const auto append = [&](const std::vector<uint32_t>& v) {
+    const size_t at = k.size();
+    k.resize(at + v.size() * sizeof(uint32_t) + sizeof(uint32_t));
+    const uint32_t n = static_cast<uint32_t>(v.size());
+    std::memcpy(k.data() + at, &n, sizeof n);
+    if (!v.empty()) std::memcpy(k.data() + at + sizeof n, v.data(), v.size() * sizeof(uint32_t));
+  };
+  append(state_.ends);
+  append(state_.data);
+  return k;
+}
+
+const std::vector<uint64_t>& GrammarMatcher::allowed_tokens() {
+  std::string k = key();
+  if (const auto it = masks_.find(k); it != masks_.end()) return it->second;
+  std::fill(mask_.begin(), mask_.end(), 0);
+  const auto nodes = trie_.nodes();
+  levels_[0] = state_;
+  for (uint32_t i = 0; i < nodes.size();) {
+    const TokenTrie::Node& node = nodes[i];
+    State& here = levels_[node.depth];
+    advance(levels_[node.depth - 1], node.byte, here);
+    if (!here.dead()) {
+      for (const int32_t t : trie_.tokens(node)) mask_[static_cast<size_t>(t) >> 6] |= uint64_t{1} << (t & 63);
+    }
+    // Nothing can follow a prefix no stack survives, nor one that completed the grammar with no stack left.
+    i = here.ends.empty() ? node.subtree_end : i + 1;
+  }
+  if (masks_.size() >= kMaxCachedMasks) masks_.clear();
+  return masks_.emplace(std::move(k), mask_).first->second;
+}
+
+}  // namespace ernie

@@ -1,0 +1,104 @@
+// Constrained decoding: which tokens a grammar (grammar.h) allows next, and the grammar's state as tokens are
+// accepted.
+//
+// The state is a set of stacks of element positions, a pushdown automaton running all parses at once. Every stack's
+// top is a byte-set element: a byte advances every stack whose top admits it and drops the rest. The tokens allowed
+// next are found by walking a trie of the vocabulary's byte strings (TokenTrie, built once per tokenizer) depth-first
+// from the current state, pruning a subtree as soon as no stack survives its prefix; a mask is cached per distinct
+// state, so a state the generation returns to (inside a free-text string, say) costs one lookup.
+//
+// Not thread-safe: each constrained sequence owns a matcher. The trie is read-only and may be shared.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/grammar/grammar.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ernie {
+
+// The tokens that can appear in constrained text, by their bytes: every known, non-special token with at least one
+// byte. Special tokens (end-of-sequence among them) are never part of the text; the caller decides about those.
+class TokenTrie {
+ public:
+  explicit TokenTrie(const Tokenizer& tokenizer);
+
+  struct Node {
+    uint8_t byte;           // the byte leading here from the parent
+    uint16_t depth;         // 1 for the root's children
+    uint32_t subtree_end;   // index of the first node after this one's subtree
+    uint32_t first_token;   // into tokens(): the tokens whose bytes end here
+    uint32_t token_count;
+  };
+  std::span<const Node> nodes() const { return nodes_; }  // depth-first order
+  std::span<const int32_t> tokens(const Node& node) const {
+    return std::span(tokens_).subspan(node.first_token, node.token_count);
+  }
+  std::string_view bytes(int32_t id) const;  // "" for a token outside the trie
+  int vocab_size() const { return vocab_size_; }
+  size_t max_depth() const { return max_depth_; }
+
+ private:
+  std::vector<Node> nodes_;
+  std::vector<int32_t> tokens_;
+  std::vector<uint32_t> offsets_;  // per id: its bytes in pool_ are [offsets_[id], offsets_[id + 1])
+  std::string pool_;
+  int vocab_size_ = 0;
+  size_t max_depth_ = 0;
+};
+
+class GrammarMatcher {
+ public:
+  // Starts at the grammar's root. Both must outlive the matcher.
+  GrammarMatcher(std::shared_ptr<const Grammar> grammar, const TokenTrie& trie);
+
+  // Bit t of the mask (word t / 64) is set when token t may come next. Sized for the trie's vocabulary.
+  const std::vector<uint64_t>& allowed_tokens();
+  bool allows(int32_t token);  // one token, without computing the whole mask
+  // Advances past the token's bytes; returns false, changing nothing, if the grammar does not allow it.
+  bool accept(int32_t token);
+  // The same for raw bytes (any, not only a token's): false, changing nothing, if the grammar cannot continue so.
+  bool accept_bytes(std::string_view bytes);
+
+  bool can_end() const { return state_.accepting; }                           // the text so far is complete
+  bool must_end() const { return state_.accepting && state_.ends.empty(); }  // and nothing may follow it
+
+  size_t cached_masks() const { return masks_.size(); }
+
+ private:
+  // Stacks stored end to end: stack i is data[ends[i - 1], ends[i]).
+  struct State {
+    std::vector<uint32_t> data;
+    std::vector<uint32_t> ends;
+    bool accepting = false;
+    void clear() {
+      data.clear();
+      ends.clear();
+      accepting = false;
+    }
+    bool dead() const { return ends.empty() && !accepting; }
+  };
+  void expand(std::vector<uint32_t>& stack, State& out, size_t depth);
+  void add_stack(const std::vector<uint32_t>& stack, State& out) const;
+  void advance(const State& from, uint8_t byte, State& to);
+  bool advance_bytes(const State& from, std::string_view bytes, State& out);
+  std::string key() const;
+
+  std::shared_ptr<const Grammar> grammar_;
+  const TokenTrie& trie_;
+  State state_;
+  std::vector<State> levels_;                   // allowed_tokens(): the state after each trie depth
+  State step_a_, step_b_;                       // advance_bytes() scratch
+  State probe_;                                 // allows() and accept_bytes(): the state after the bytes
+  std::vector<std::vector<uint32_t>> scratch_;  // expand(): one stack per recursion depth
+  std::vector<uint64_t> mask_;
+  std::unordered_map<std::string, std::vector<uint64_t>> masks_;
+};
+
+}  // namespace ernie

@@ -1,0 +1,251 @@
+// Constrained decoding: GBNF parsing, the matcher's language, the token mask against a token-by-token check, the
+// JSON-Schema compiler's language on hand-picked instances, and generation on the fixture model (random weights, so
+// only the constraint can make its output valid).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/error.h"
+#include "engine/generator.h"
+#include "engine/grammar/grammar.h"
+#include "engine/grammar/grammar_matcher.h"
+#include "engine/grammar/json_schema.h"
+#include "test_support.h"
+
+namespace ernie {
+namespace {
+
+using ernie::testing::fixture;
+using Json = nlohmann::ordered_json;
+
+class GrammarTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tokenizer_ = new Tokenizer(Tokenizer::load(fixture("tiny-ernie/model")));
+    trie_ = new TokenTrie(*tokenizer_);
+  }
+  static void TearDownTestSuite() {
+    delete trie_;
+    delete tokenizer_;
+  }
+  // Whether `text` is a complete sentence of the grammar.
+  static bool matches(const std::string& gbnf, std::string_view text) {
+    GrammarMatcher m(std::make_shared<const Grammar>(Grammar::parse(gbnf)), *trie_);
+    return m.accept_bytes(text) && m.can_end();
+  }
+  static bool schema_matches(const char* schema, std::string_view text) {
+    return matches(json_schema_to_gbnf(Json::parse(schema)), text);
+  }
+  static Tokenizer* tokenizer_;
+  static TokenTrie* trie_;
+};
+Tokenizer* GrammarTest::tokenizer_ = nullptr;
+TokenTrie* GrammarTest::trie_ = nullptr;
+
+std::string error_of(const std::string& gbnf) {
+  try {
+    Grammar::parse(gbnf);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Gbnf, RefusesBadGrammarsWithTheirLine) {
+  EXPECT_NE(error_of("root ::= x\n").find("rule 'x' is used but not defined"), std::string::npos);
+  EXPECT_NE(error_of("a ::= \"x\"\n").find("no 'root' rule"), std::string::npos);
+  EXPECT_NE(error_of("root ::= \"a\"\nroot ::= \"b\"\n").find("line 2"), std::string::npos);
+  EXPECT_NE(error_of("root ::= \"abc\n").find("unterminated literal"), std::string::npos);
+  EXPECT_NE(error_of("root ::= [b-a]\n").find("line 1, column 14: character range out of order"), std::string::npos);
+  EXPECT_NE(error_of("root ::= \"a\"\nx ::= [b").find("unterminated character class"), std::string::npos);
+  EXPECT_NE(error_of("root ::= \"a\"{3,2}\n").find("n < m"), std::string::npos);
+  EXPECT_NE(error_of("root ::= \"a\"{200000}\n").find("repetition count"), std::string::npos);
+  // Left recursion, direct and through a rule that can match nothing.
+  EXPECT_NE(error_of("root ::= root \"a\" | \"b\"\n").find("left-recursive"), std::string::npos);
+  EXPECT_NE(error_of("root ::= x root \"b\" | \"c\"\nx ::= \"a\"?\n").find("left-recursive"), std::string::npos);
+  EXPECT_NE(error_of("root ::= (\"a\"?)*\n").find("left-recursive"), std::string::npos);
+  EXPECT_EQ(error_of("root ::= \"a\" root | \"b\"  # right recursion is fine\n"), "");
+}
+
+TEST_F(GrammarTest, MatchesItsLanguageOverBytes) {
+  const std::string g = "root ::= \"ab\" [0-9]{1,3} ( \"-\" | [x-z]+ )?\n";
+  for (const char* yes : {"ab1", "ab123", "ab12-", "ab9xyzzy"}) EXPECT_TRUE(matches(g, yes)) << yes;
+  for (const char* no : {"", "ab", "ab1234", "ab1-x", "ab1w", "b1"}) EXPECT_FALSE(matches(g, no)) << no;
+  // Alternatives continued on the next line, groups over lines, comments.
+  const std::string multi = "root ::= \"a\" # first\n  | ( \"b\"\n \"c\" )\n";
+  EXPECT_TRUE(matches(multi, "a"));
+  EXPECT_TRUE(matches(multi, "bc"));
+  EXPECT_FALSE(matches(multi, "b"));
+}
+
+TEST_F(GrammarTest, ClassesAreCodePointsAndAlwaysValidUtf8) {
+  const std::string g = "root ::= [^a]{2}\n";
+  EXPECT_TRUE(matches(g, "bc"));
+  EXPECT_TRUE(matches(g, "\xC3\xA9\xF0\x9F\x98\x80"));  // é, 😀: two characters
+  EXPECT_FALSE(matches(g, "ab"));
+  EXPECT_FALSE(matches(g, "\xC3\xA9"));              // one character
+  EXPECT_FALSE(matches(g, "\xC3\x28" "b"));          // an invalid sequence
+  EXPECT_FALSE(matches(g, "\xED\xA0\x80" "b"));      // an encoded surrogate
+  EXPECT_FALSE(matches(g, "\xE0\x80\xAF" "b"));      // an overlong form
+  EXPECT_TRUE(matches("root ::= [\\u00e9-\\u4e2d]\n", "\xE4\xB8\xAD"));  // 中, the range's top
+  EXPECT_FALSE(matches("root ::= [\\u00e9-\\u4e2d]\n", "\xE4\xB8\xAE"));  // one past it
+  EXPECT_TRUE(matches("root ::= \"\\x41\\u00e9\"\n", "A\xC3\xA9"));
+}
+
+// The mask from the trie walk must equal asking the grammar about every token alone, in every state a random
+// generation passes through.
+TEST_F(GrammarTest, MaskEqualsTheTokenByTokenCheck) {
+  auto grammar = std::make_shared<const Grammar>(Grammar::parse(any_json_gbnf(false)));
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    GrammarMatcher m(grammar, *trie_);
+    std::mt19937_64 rng(seed);
+    for (int step = 0; step < 40 && !m.must_end(); ++step) {
+      const std::vector<uint64_t> mask = m.allowed_tokens();
+      std::vector<int32_t> allowed;
+      for (int32_t t = 0; t < trie_->vocab_size(); ++t) {
+        const bool bit = (mask[t >> 6] >> (t & 63)) & 1;
+        ASSERT_EQ(bit, m.allows(t)) << "seed " << seed << " step " << step << " token " << t;
+        if (bit) allowed.push_back(t);
+      }
+      ASSERT_FALSE(allowed.empty());
+      ASSERT_TRUE(m.accept(allowed[rng() % allowed.size()]));
+      EXPECT_EQ(m.allowed_tokens(), m.allowed_tokens());  // the cached mask is the same
+    }
+  }
+}
+
+TEST_F(GrammarTest, SchemaIntegersHonourTheirBounds) {
+  const char* schemas[] = {R"({"type":"integer","minimum":-17,"maximum":123})",
+                           R"({"type":"integer","exclusiveMinimum":5})",
+                           R"({"type":"integer","maximum":-3})",
+                           R"({"type":"integer","minimum":100,"maximum":100})",
+                           R"({"type":"integer","minimum":0,"exclusiveMaximum":1000})"};
+  const auto within = [](int which, long v) {
+    switch (which) {
+      case 0: return v >= -17 && v <= 123;
+      case 1: return v > 5;
+      case 2: return v <= -3;
+      case 3: return v == 100;
+      default: return v >= 0 && v < 1000;
+    }
+  };
+  for (int which = 0; which < 5; ++which) {
+    const std::string gbnf = json_schema_to_gbnf(Json::parse(schemas[which]));
+    for (long v = -1200; v <= 1200; ++v) {
+      ASSERT_EQ(matches(gbnf, std::to_string(v)), within(which, v)) << schemas[which] << " " << v;
+    }
+    EXPECT_FALSE(matches(gbnf, "007"));
+  }
+}
+
+TEST_F(GrammarTest, SchemaStringsFormatsAndPatterns) {
+  EXPECT_TRUE(schema_matches(R"({"type":"string","maxLength":3})", "\"\xC3\xA9\\\"\xF0\x9F\x98\x80\""));
+  EXPECT_FALSE(schema_matches(R"({"type":"string","maxLength":3})", "\"abcd\""));
+  EXPECT_FALSE(schema_matches(R"({"type":"string","minLength":2})", "\"a\""));
+  EXPECT_FALSE(schema_matches(R"({"type":"string"})", "\"a\nb\""));       // raw control character
+  EXPECT_FALSE(schema_matches(R"({"type":"string"})", "\"\\ud800\""));    // lone surrogate escape
+  EXPECT_TRUE(schema_matches(R"({"type":"string"})", "\"\\u00e9\\n\""));
+  const char* date = R"({"type":"string","format":"date"})";
+  EXPECT_TRUE(schema_matches(date, "\"2024-02-28\""));
+  EXPECT_TRUE(schema_matches(date, "\"1999-12-31\""));
+  EXPECT_FALSE(schema_matches(date, "\"2024-02-30\""));
+  EXPECT_FALSE(schema_matches(date, "\"2024-04-31\""));
+  EXPECT_FALSE(schema_matches(date, "\"2024-13-01\""));
+  EXPECT_TRUE(schema_matches(R"({"format":"time"})", "\"23:59:07.5+05:30\""));
+  EXPECT_FALSE(schema_matches(R"({"format":"time"})", "\"24:00:00Z\""));
+  EXPECT_TRUE(schema_matches(R"({"format":"uuid"})", "\"123e4567-e89b-12d3-a456-426614174000\""));
+  EXPECT_TRUE(schema_matches(R"({"format":"email"})", "\"ann.lee@mail.example.org\""));
+  EXPECT_FALSE(schema_matches(R"({"format":"email"})", "\"ann@\""));
+  const char* code = R"({"type":"string","pattern":"^[A-Z]{2}-\\d{3}(x|yz)?$"})";
+  EXPECT_TRUE(schema_matches(code, "\"AB-123\""));
+  EXPECT_TRUE(schema_matches(code, "\"AB-123yz\""));
+  EXPECT_FALSE(schema_matches(code, "\"AB-12\""));
+  EXPECT_FALSE(schema_matches(code, "\"ab-123\""));
+  // A quote in the pattern's language is written escaped inside the JSON string.
+  EXPECT_TRUE(schema_matches(R"({"pattern":"a\"b\\\\c"})", R"("a\"b\\c")"));
+  EXPECT_FALSE(schema_matches(R"({"pattern":"a\"b"})", "\"a\"b\""));
+}
+
+TEST_F(GrammarTest, SchemaObjectsArraysAndCombinators) {
+  const char* person = R"({"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"},
+      "nick":{"type":["string","null"]}},"required":["name"],"additionalProperties":false})";
+  EXPECT_TRUE(schema_matches(person, R"({"name":"a"})"));
+  EXPECT_TRUE(schema_matches(person, R"({"name":"a","age":3,"nick":null})"));
+  EXPECT_TRUE(schema_matches(person, "{\n  \"name\": \"a\",\n  \"nick\": \"b\"\n}"));
+  EXPECT_FALSE(schema_matches(person, R"({"age":3})"));           // required missing
+  EXPECT_FALSE(schema_matches(person, R"({"name":"a",})"));        // trailing comma
+  EXPECT_FALSE(schema_matches(person, R"({"name":"a","x":1})"));   // undeclared
+  const char* list = R"({"type":"array","items":{"enum":["r","g",1.5,null]},"minItems":1,"maxItems":2})";
+  EXPECT_TRUE(schema_matches(list, R"(["r"])"));
+  EXPECT_TRUE(schema_matches(list, R"([1.5, null])"));
+  EXPECT_FALSE(schema_matches(list, "[]"));
+  EXPECT_FALSE(schema_matches(list, R"(["r","g","r"])"));
+  EXPECT_FALSE(schema_matches(list, R"(["b"])"));
+  const char* tree = R"({"$defs":{"node":{"type":"object","properties":{"v":{"const":7},
+      "kids":{"type":"array","items":{"$ref":"#/$defs/node"}}},"required":["v"]}},"$ref":"#/$defs/node"})";
+  EXPECT_TRUE(schema_matches(tree, R"({"v":7,"kids":[{"v":7},{"v":7,"kids":[]}]})"));
+  EXPECT_FALSE(schema_matches(tree, R"({"v":7,"kids":[{"v":8}]})"));
+  const char* either = R"({"anyOf":[{"type":"boolean"},{"type":"string","maxLength":1}]})";
+  EXPECT_TRUE(schema_matches(either, "true"));
+  EXPECT_TRUE(schema_matches(either, "\"x\""));
+  EXPECT_FALSE(schema_matches(either, "\"xy\""));
+  EXPECT_TRUE(schema_matches("{}", R"([{"a":[1,-2.5e3,"x",true,null]}])"));
+  EXPECT_TRUE(schema_matches(R"({"type":"number"})", "-0.25E+12"));
+  EXPECT_FALSE(schema_matches(R"({"type":"number"})", "01"));
+}
+
+TEST(JsonSchema, RefusesWhatItCannotGuaranteeNamingTheKeyword) {
+  const auto keyword_of = [](const char* schema) {
+    try {
+      json_schema_to_gbnf(Json::parse(schema));
+    } catch (const SchemaError& e) {
+      return e.keyword();
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(keyword_of(R"({"type":"array","uniqueItems":true})"), "uniqueItems");
+  EXPECT_EQ(keyword_of(R"({"properties":{"a":{"type":"string","contentEncoding":"base64"}}})"), "contentEncoding");
+  EXPECT_EQ(keyword_of(R"({"type":"number","minimum":0})"), "minimum");
+  EXPECT_EQ(keyword_of(R"({"type":"string","format":"ipv4"})"), "format");
+  EXPECT_EQ(keyword_of(R"({"type":"string","pattern":"(a)\\1"})"), "pattern");
+  EXPECT_EQ(keyword_of(R"j({"type":"string","pattern":"a(?=b)"})j"), "pattern");
+  EXPECT_EQ(keyword_of(R"({"allOf":[{"type":"string"},{"maxLength":2}]})"), "allOf");
+  EXPECT_EQ(keyword_of(R"({"$ref":"#/$defs/missing"})"), "$ref");
+  EXPECT_EQ(keyword_of(R"({"$ref":"http://example.com/s.json"})"), "$ref");
+  EXPECT_EQ(keyword_of(R"({"type":"objekt"})"), "type");
+  EXPECT_EQ(keyword_of(R"({"title":"t","description":"d","type":"null"})"), "(accepted)");
+}
+
+// On random weights only the grammar makes the output valid: every answer that ends by "stop" parses and has the
+// schema's shape, for greedy and sampled decoding alike.
+TEST_F(GrammarTest, GenerationFollowsTheSchemaOnTheFixtureModel) {
+  const auto model = Model::load(fixture("tiny-ernie/model"));
+  const char* schema = R"({"type":"object","properties":{"id":{"type":"integer","minimum":1,"maximum":99},
+      "ok":{"type":"boolean"},"tag":{"enum":["x","y"]}},"required":["id","ok","tag"],"additionalProperties":false})";
+  auto grammar = std::make_shared<const Grammar>(Grammar::parse(json_schema_to_gbnf(Json::parse(schema))));
+  const std::vector<int32_t> prompt = tokenizer_->encode("Answer in JSON:");
+  int stopped = 0;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    GenerationOptions o;
+    o.max_new_tokens = 60;
+    o.grammar = grammar;
+    o.sampling.temperature = seed % 3 == 0 ? 0.0f : 1.0f;
+    o.sampling.top_p = seed % 2 ? 0.9f : 1.0f;
+    o.sampling.seed = seed;
+    Session session(*model, {});
+    const auto r = generate(session, *tokenizer_, prompt, o);
+    if (r.finish_reason != FinishReason::Stop) continue;
+    ++stopped;
+    const auto value = nlohmann::json::parse(r.text);
+    ASSERT_TRUE(value.is_object()) << r.text;
+    EXPECT_EQ(value.size(), 3u) << r.text;
+    EXPECT_TRUE(value["id"].is_number_integer() && value["id"] >= 1 && value["id"] <= 99) << r.text;
+    EXPECT_TRUE(value["ok"].is_boolean()) << r.text;
+    EXPECT_TRUE(value["tag"] == "x" || value["tag"] == "y") << r.text;
+  }
+  EXPECT_GE(stopped, 6) << "most answers should complete within 60 tokens";
+}
+
+}  // namespace
+}  // namespace ernie
