@@ -5,6 +5,8 @@
 #include "core/error.h"
 #include "core/utf8.h"
 #include "engine/chat.h"
+#include "engine/grammar/grammar.h"
+#include "engine/grammar/json_schema.h"
 #include "engine/prompt_check.h"
 
 namespace ernie::server {
@@ -100,8 +102,7 @@ void refuse_unsupported(const Fields& fields) {
   if (const auto best_of = fields.integer("best_of"); best_of && *best_of != 1)
     invalid("best_of", "only best_of=1 is supported");
   if (fields.boolean("echo").value_or(false)) invalid("echo", "'echo' is not supported");
-  for (const char* name :
-       {"logprobs", "top_logprobs", "suffix", "tools", "functions", "logit_bias", "response_format"}) {
+  for (const char* name : {"suffix", "tools", "functions"}) {
     const json* v = fields.get(name);
     if (!v) continue;
     // Values that ask for nothing: false, 0, "", [], {}, and the default response format.
@@ -181,6 +182,100 @@ void fit_context(const Fields& fields, const char* prompt_name, const char* max_
             "context_length_exceeded");
   }
   o.max_new_tokens = static_cast<int>(*requested);
+}
+
+constexpr int kMaxTopLogprobs = 20;  // as OpenAI
+
+// OpenAI's logit_bias: {"token id": bias in [-100, 100]}.
+void apply_logit_bias(const Fields& fields, const ApiModel& model, GenerationOptions& o) {
+  const json* bias = fields.get("logit_bias");
+  if (!bias) return;
+  if (!bias->is_object()) invalid("logit_bias", "'logit_bias' must be an object of token id -> bias", "invalid_type");
+  for (const auto& [key, value] : bias->items()) {
+    size_t used = 0;
+    long long id = -1;
+    try {
+      id = std::stoll(key, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != key.size() || key.empty() || id < 0 || id >= model.vocab_size) {
+      invalid("logit_bias", "logit_bias key '" + key + "' is not a token id of this model (0.." +
+                                std::to_string(model.vocab_size - 1) + ")");
+    }
+    if (!value.is_number() || value.get<double>() < -100 || value.get<double>() > 100) {
+      invalid("logit_bias", "logit_bias for token " + key + " must be a number in [-100, 100]");
+    }
+    o.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+  }
+}
+
+// Completions: "logprobs": N. Chat: "logprobs": true with "top_logprobs": N.
+void apply_logprobs(const Fields& fields, Endpoint endpoint, GenerationOptions& o) {
+  const auto check = [](const char* name, int64_t n) {
+    if (n < 0 || n > kMaxTopLogprobs) {
+      invalid(name, std::string("'") + name + "' must lie in [0, " + std::to_string(kMaxTopLogprobs) + "]");
+    }
+    return static_cast<int>(n);
+  };
+  if (endpoint == Endpoint::Completions) {
+    if (const auto n = fields.integer("logprobs")) o.top_logprobs = check("logprobs", *n);
+    return;
+  }
+  const bool wanted = fields.boolean("logprobs").value_or(false);
+  const auto top = fields.integer("top_logprobs");
+  if (top && !wanted) invalid("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  if (wanted) o.top_logprobs = top ? check("top_logprobs", *top) : 0;
+}
+
+std::shared_ptr<const Grammar> compile_grammar(const std::string& gbnf, const char* param) {
+  try {
+    return std::make_shared<const Grammar>(Grammar::parse(gbnf));
+  } catch (const Error& e) {
+    invalid(param, std::string("the grammar does not compile: ") + e.what(), "invalid_grammar");
+  }
+}
+
+// response_format (json_object, json_schema) or llama-server's "grammar" (GBNF): the grammar output must follow.
+// The schema is read again from the body in its written order, so properties come out in the order it gives them.
+void apply_constraint(const Fields& fields, std::string_view body, GenerationOptions& o) {
+  const json* format = fields.get("response_format");
+  const json* grammar = fields.get("grammar");
+  if (format && grammar) invalid("grammar", "give 'response_format' or 'grammar', not both");
+  if (grammar) {
+    if (!grammar->is_string()) invalid("grammar", "'grammar' must be a string of GBNF", "invalid_type");
+    if (!grammar->get<std::string>().empty()) o.grammar = compile_grammar(grammar->get<std::string>(), "grammar");
+    return;
+  }
+  if (!format) return;
+  if (!format->is_object() || !format->contains("type") || !(*format)["type"].is_string()) {
+    invalid("response_format", "'response_format' must be an object with a string 'type'", "invalid_type");
+  }
+  const std::string type = (*format)["type"].get<std::string>();
+  if (type == "text") return;
+  if (type == "json_object") {
+    o.grammar = compile_grammar(any_json_gbnf(/*object_only=*/true), "response_format");
+    return;
+  }
+  if (type != "json_schema") {
+    invalid("response_format.type", "response_format type '" + type + "' is not supported (text, json_object, json_schema are)");
+  }
+  const auto ordered = nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const auto& spec = ordered["response_format"];
+  if (!spec.contains("json_schema") || !spec["json_schema"].is_object()) {
+    invalid("response_format.json_schema", "response_format 'json_schema' needs a 'json_schema' object", "missing_field");
+  }
+  const auto& wrapper = spec["json_schema"];
+  if (!wrapper.contains("schema")) {
+    invalid("response_format.json_schema.schema", "response_format.json_schema needs a 'schema'", "missing_field");
+  }
+  std::string gbnf;
+  try {
+    gbnf = json_schema_to_gbnf(wrapper["schema"]);
+  } catch (const SchemaError& e) {
+    const std::string param = "response_format.json_schema.schema";
+    invalid(param, e.what(), e.keyword().empty() ? "invalid_schema" : "unsupported_schema_keyword");
+  }
+  o.grammar = compile_grammar(gbnf, "response_format");
 }
 
 void read_stream_fields(const Fields& fields, GenerationCall& call) {
@@ -334,6 +429,9 @@ GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
   GenerationCall call{.endpoint = Endpoint::Completions, .options = model.defaults};
   read_stream_fields(fields, call);
   apply_sampling(fields, model.limits, call.options);
+  apply_logit_bias(fields, model, call.options);
+  apply_logprobs(fields, call.endpoint, call.options);
+  apply_constraint(fields, body, call.options);
   call.prompt = completion_prompt(fields.get("prompt"), model);
   fit_context(fields, "prompt", "max_tokens", call.prompt, model, call.options);
   return call;
@@ -347,6 +445,9 @@ GenerationCall parse_chat_completion(std::string_view body, const ApiModel& mode
   GenerationCall call{.endpoint = Endpoint::ChatCompletions, .options = chat_options(model)};
   read_stream_fields(fields, call);
   apply_sampling(fields, model.limits, call.options);
+  apply_logit_bias(fields, model, call.options);
+  apply_logprobs(fields, call.endpoint, call.options);
+  apply_constraint(fields, body, call.options);
   call.prompt = chat_prompt(chat_messages(fields.get("messages"), model.limits), model);
   const bool newer_name = fields.get("max_completion_tokens") != nullptr;
   fit_context(fields, "messages", newer_name ? "max_completion_tokens" : "max_tokens", call.prompt, model,
@@ -433,10 +534,45 @@ json detokenize_body(std::string_view body, const ApiModel& model) {
   return {{"content", model.tokenizer.decode(ids)}};
 }
 
-json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary) {
+json logprobs_json(const ResponseInfo& info, TokenInfos tokens, size_t& offset) {
+  const auto text = [&](int32_t id) { return info.tokenizer->token_bytes(id); };
+  const auto bytes = [](const std::string& t) { return json(std::vector<uint8_t>(t.begin(), t.end())); };
+  if (info.endpoint == Endpoint::ChatCompletions) {
+    json content = json::array();
+    for (const auto& t : tokens) {
+      json top = json::array();
+      for (const auto& alt : t.top) {
+        const std::string s = text(alt.token);
+        top.push_back({{"token", s}, {"logprob", alt.logprob}, {"bytes", bytes(s)}});
+      }
+      const std::string s = text(t.token);
+      content.push_back({{"token", s}, {"logprob", t.logprob}, {"bytes", bytes(s)}, {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}};
+  }
+  json out = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+              {"text_offset", json::array()}};
+  for (const auto& t : tokens) {
+    const std::string s = text(t.token);
+    out["tokens"].push_back(s);
+    out["token_logprobs"].push_back(t.logprob);
+    json top = json::object();
+    for (const auto& alt : t.top) top[text(alt.token)] = alt.logprob;
+    out["top_logprobs"].push_back(std::move(top));
+    out["text_offset"].push_back(offset);
+    offset += s.size();
+  }
+  return out;
+}
+
+json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary,
+                     TokenInfos logprobs) {
   if (info.endpoint == Endpoint::Predict) return {{"text", text}};
   const std::string finish(finish_reason_name(summary.finish_reason));
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  size_t offset = 0;
+  json choice = {{"index", 0},
+                 {"logprobs", info.logprobs ? logprobs_json(info, logprobs, offset) : json(nullptr)},
+                 {"finish_reason", finish}};
   if (info.endpoint == Endpoint::ChatCompletions) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
@@ -446,9 +582,12 @@ json completion_body(const ResponseInfo& info, const std::string& text, const Re
           {"model", info.model}, {"choices", json::array({std::move(choice)})}, {"usage", usage(summary)}};
 }
 
-std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish) {
+std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish,
+                         TokenInfos logprobs, size_t* offset) {
+  size_t unused = 0;
   json choice = {{"index", 0},
-                 {"logprobs", nullptr},
+                 {"logprobs", info.logprobs && !logprobs.empty() ? logprobs_json(info, logprobs, offset ? *offset : unused)
+                                                                 : json(nullptr)},
                  {"finish_reason", finish ? json(finish_reason_name(finish->finish_reason)) : json(nullptr)}};
   if (info.endpoint == Endpoint::ChatCompletions) {
     choice["delta"] = text.empty() ? json::object() : json{{"content", text}};

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -90,10 +91,22 @@ struct ResponseInfo {
   std::string id;
   std::time_t created;
   std::string model;
+  const Tokenizer* tokenizer = nullptr;  // with logprobs: renders the tokens
+  bool logprobs = false;                 // the request asked for logprobs
 };
-nlohmann::json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary);
-// One server-sent event ("data: {...}\n\n") carrying `text`, and with `finish` the finish reason.
-std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish = nullptr);
+using TokenInfos = std::span<const RequestHandle::TokenInfo>;
+
+// OpenAI's "logprobs" of a choice for these tokens. Chat: {"content": [{token, logprob, bytes, top_logprobs}]};
+// completions: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}, where text_offset counts bytes
+// of the generated text from `offset` on (advanced past these tokens).
+nlohmann::json logprobs_json(const ResponseInfo& info, TokenInfos tokens, size_t& offset);
+
+nlohmann::json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary,
+                               TokenInfos logprobs = {});
+// One server-sent event ("data: {...}\n\n") carrying `text`, and with `finish` the finish reason; with logprobs,
+// those of the tokens since the previous chunk (`offset` as logprobs_json's).
+std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish = nullptr,
+                         TokenInfos logprobs = {}, size_t* offset = nullptr);
 // The chat stream's first event, announcing the assistant's role (as OpenAI sends it).
 std::string stream_role_chunk(const ResponseInfo& info);
 // The event with the token counts (stream_options.include_usage): empty choices, "usage" set.

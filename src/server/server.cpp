@@ -105,7 +105,10 @@ class Relay {
       started_ = started_ || first;
       if (!stream_) {
         text += update.text;
-      } else if ((first || !update.text.empty()) && !write(sink, stream_chunk(info_, update.text))) {
+        logprobs_.insert(logprobs_.end(), std::make_move_iterator(update.logprobs.begin()),
+                         std::make_move_iterator(update.logprobs.end()));
+      } else if ((first || !update.text.empty() || !update.logprobs.empty()) &&
+                 !write(sink, stream_chunk(info_, update.text, nullptr, update.logprobs, &text_offset_))) {
         return false;
       }
       if (update.finished) break;
@@ -127,7 +130,7 @@ class Relay {
       if (!summary.error.empty()) log_internal_error("generation", summary.error);
       return stream_ ? sse_event(error.body()) + "data: [DONE]\n\n" : dump(error.body());
     }
-    if (!stream_) return dump(completion_body(info_, text, summary));
+    if (!stream_) return dump(completion_body(info_, text, summary, logprobs_));
     std::string out = stream_chunk(info_, "", &summary);
     if (include_usage_) out += stream_usage_chunk(info_, summary);
     return out + "data: [DONE]\n\n";
@@ -148,6 +151,8 @@ class Relay {
   bool include_usage_;
   bool started_ = false;  // a chunk carrying generated output has gone out
   ResponseInfo info_;
+  std::vector<RequestHandle::TokenInfo> logprobs_;  // the whole reply's, when not streaming
+  size_t text_offset_ = 0;                          // a stream's completions text_offset so far
   std::shared_ptr<void> ticket_;  // the server's InFlight count, held until the response is written
 };
 
@@ -482,7 +487,8 @@ void Server::generate(const httplib::Request& req, const std::string& body, http
     }
 
     auto relay = std::make_shared<Relay>(std::move(handle), call,
-                                         ResponseInfo{endpoint, request_id(endpoint), std::time(nullptr), served_.id},
+                                         ResponseInfo{endpoint, request_id(endpoint), std::time(nullptr), served_.id,
+                                                      served_.tokenizer.get(), call.options.top_logprobs >= 0},
                                          std::move(ticket));
     if (call.stream) {
       res.set_header("Cache-Control", "no-cache");
