@@ -14,6 +14,7 @@ packages=(
   libcpp-httplib-dev
   prometheus  # promtool, which lints the server's /metrics and checks deploy/prometheus in the tests
   nginx curl jq  # deploy/local-cluster.sh and its test (nginx in front of replicas)
+  chromium  # headless browser for the chat page's test (tests/server/chat_page_test.cpp, through puppeteer-core)
 )
 
 missing=()
@@ -45,7 +46,8 @@ for node_dir in tests/server/node tests/deploy/node; do
     :
   elif ! command -v npm >/dev/null 2>&1; then
     echo "setup: warning: npm not found; the tests in $node_dir will be skipped" >&2
-  elif ! (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+  # puppeteer-core never downloads a browser (the test uses Debian's chromium); the variable makes sure of it.
+  elif ! (cd "$dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
     echo "setup: warning: npm ci failed in $node_dir (registry unreachable?); its tests will be skipped" >&2
   fi
 done
