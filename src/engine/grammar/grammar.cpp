@@ -7,48 +7,27 @@
 
 #include "core/error.h"
 #include "core/utf8.h"
+#include "engine/grammar/code_points.h"
 
 namespace ernie {
 namespace {
 
 constexpr uint32_t kMaxRepetition = 100000;
 constexpr size_t kMaxElements = 2'000'000;
-constexpr char32_t kMaxCodePoint = 0x10FFFF;
+constexpr char32_t kMaxCodePoint = code_points::kMax;
 
-using Range = std::pair<char32_t, char32_t>;  // inclusive
+using code_points::complement;
+using code_points::Range;
 using Piece = std::vector<Grammar::Element>;  // a run of elements, before it is placed in an alternative
 
 // Sorted, merged, without surrogates (which UTF-8 cannot encode).
-std::vector<Range> normalized(std::vector<Range> ranges) {
+std::vector<Range> normalized(const std::vector<Range>& ranges) {
   std::vector<Range> cut;
-  for (const auto& [lo, hi] : ranges) {
-    if (lo < 0xD800 || hi > 0xDFFF) {
-      if (lo < 0xD800) cut.emplace_back(lo, std::min<char32_t>(hi, 0xD7FF));
-      if (hi > 0xDFFF) cut.emplace_back(std::max<char32_t>(lo, 0xE000), hi);
-    }
+  for (const auto& [lo, hi] : code_points::merged(ranges)) {
+    if (lo < 0xD800) cut.emplace_back(lo, std::min<char32_t>(hi, 0xD7FF));
+    if (hi > 0xDFFF) cut.emplace_back(std::max<char32_t>(lo, 0xE000), hi);
   }
-  std::erase_if(cut, [](const Range& r) { return r.first > r.second; });
-  std::sort(cut.begin(), cut.end());
-  std::vector<Range> out;
-  for (const Range& r : cut) {
-    if (!out.empty() && r.first <= out.back().second + 1) {
-      out.back().second = std::max(out.back().second, r.second);
-    } else {
-      out.push_back(r);
-    }
-  }
-  return out;
-}
-
-std::vector<Range> complement(const std::vector<Range>& ranges) {
-  std::vector<Range> out;
-  char32_t next = 0;
-  for (const auto& [lo, hi] : normalized(ranges)) {
-    if (lo > next) out.emplace_back(next, lo - 1);
-    next = hi + 1;
-  }
-  if (next <= kMaxCodePoint) out.emplace_back(next, kMaxCodePoint);
-  return normalized(out);
+  return code_points::merged(cut);
 }
 
 // The UTF-8 encodings of the code points in [lo, hi] (one encoded length, no surrogates), as sequences of byte
@@ -271,11 +250,11 @@ class GbnfParser {
         ranges.emplace_back(lo, hi);
       }
       ++pos_;
-      return class_piece(negated ? complement(ranges) : normalized(ranges));
+      return class_piece(normalized(negated ? complement(ranges) : ranges));
     }
     if (c == '.') {
       ++pos_;
-      return class_piece(complement({}));
+      return class_piece(normalized(complement({})));
     }
     if (c == '(') {
       ++pos_;

@@ -6,39 +6,16 @@
 #include <vector>
 
 #include "core/utf8.h"
+#include "engine/grammar/code_points.h"
 #include "engine/grammar/json_schema.h"
 
 namespace ernie {
 namespace {
 
-using Range = std::pair<char32_t, char32_t>;
-using Ranges = std::vector<Range>;
-
-constexpr char32_t kMaxCodePoint = 0x10FFFF;
-
-Ranges merged(Ranges r) {
-  std::sort(r.begin(), r.end());
-  Ranges out;
-  for (const Range& x : r) {
-    if (!out.empty() && x.first <= out.back().second + 1) {
-      out.back().second = std::max(out.back().second, x.second);
-    } else {
-      out.push_back(x);
-    }
-  }
-  return out;
-}
-
-Ranges complement(const Ranges& ranges) {
-  Ranges out;
-  char32_t next = 0;
-  for (const auto& [lo, hi] : merged(ranges)) {
-    if (lo > next) out.emplace_back(next, lo - 1);
-    next = hi + 1;
-  }
-  if (next <= kMaxCodePoint) out.emplace_back(next, kMaxCodePoint);
-  return out;
-}
+using code_points::complement;
+using code_points::merged;
+using code_points::Range;
+using code_points::Ranges;
 
 const Ranges kDigit = {{'0', '9'}};
 const Ranges kWord = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
