@@ -167,14 +167,21 @@ nlohmann::json measure(const ModelBenchOptions& o, const std::string& dtype, boo
   return result;
 }
 
+// One word for /bin/sh whatever the text holds (a model folder may be named with quotes or spaces).
+std::string shell_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
 // Runs `ernie bench --worker ...` for one type and returns its JSON.
 nlohmann::json run_worker(const ModelBenchOptions& o, const std::string& dtype, bool cold) {
   // Under emulation (scripts/emulate.sh) this binary is foreign to the host, so it re-executes itself through the
   // emulator that ERNIE_REEXEC names.
   const char* reexec = std::getenv("ERNIE_REEXEC");
-  std::string command = std::string(reexec ? reexec : "") + (reexec ? " " : "") + "'" +
-                        std::filesystem::read_symlink("/proc/self/exe").string() + "' bench --worker" +
-                        (cold ? " --cold" : "") + " --model '" + o.model.dir + "' --ctx " +
+  std::string command = std::string(reexec ? reexec : "") + (reexec ? " " : "") +
+                        shell_quote(std::filesystem::read_symlink("/proc/self/exe").string()) + " bench --worker" +
+                        (cold ? " --cold" : "") + " --model " + shell_quote(o.model.dir) + " --ctx " +
                         std::to_string(o.model.context_length) + " --reps " + std::to_string(o.reps) + " --gen " +
                         std::to_string(o.gen) + " --prompt-len ";
   for (size_t i = 0; i < o.prompt_lengths.size(); ++i) command += (i ? "," : "") + std::to_string(o.prompt_lengths[i]);
@@ -183,8 +190,8 @@ nlohmann::json run_worker(const ModelBenchOptions& o, const std::string& dtype, 
     parse_cpu_list(o.model.cpus);  // digits, commas and dashes only (else ernie::Error), so safe in the command
     command += " --cpus " + o.model.cpus;
   }
-  if (!o.model.kv_dtype.empty()) command += " --kv-dtype " + o.model.kv_dtype;
-  if (!dtype.empty()) command += " --dtype " + dtype;
+  if (!o.model.kv_dtype.empty()) command += " --kv-dtype " + shell_quote(o.model.kv_dtype);
+  if (!dtype.empty()) command += " --dtype " + shell_quote(dtype);
   if (o.profile && !cold) command += " --profile";
   command += " 2>/dev/null";
   FILE* pipe = popen(command.c_str(), "r");
