@@ -14,6 +14,7 @@ packages=(
   libcpp-httplib-dev
   prometheus  # promtool, which lints the server's /metrics and checks deploy/prometheus in the tests
   nginx curl jq  # deploy/local-cluster.sh and its test (nginx in front of replicas)
+  libxml2-utils  # xmllint, which the cli tests parse the SVG figures of `ernie bench --plot` with
   chromium  # headless browser for the chat page's test (tests/server/chat_page_test.cpp, through puppeteer-core)
 )
 

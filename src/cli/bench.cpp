@@ -1,11 +1,12 @@
 // ernie bench: one subcommand, two instruments. --model measures the engine in this process (bench_model.cpp);
-// --server URL load-tests a running server at several concurrency levels (bench_server.cpp). Both print a table
-// and, with --json FILE, write JSON.
+// --server URL load-tests a running server at several concurrency levels (bench_server.cpp). Both print a table,
+// with --json FILE write JSON, and with --plot FILE.svg draw charts (bench_plot.cpp).
 #include "cli/bench.h"
 
 #include <cstdio>
 #include <fstream>
 
+#include "cli/bench_plot.h"
 #include "cli/bench_server.h"
 #include "core/error.h"
 
@@ -21,6 +22,7 @@ void bench_server(const BenchOptions& o) {
   LoadTestOptions load = o.load;
   load.prompt_len = o.model.prompt_lengths.front();
   load.gen = o.model.gen;
+  if (!o.model.plot_path.empty()) check_plot_path(o.model.plot_path);
   const auto results = run_load(load);
   std::printf("%s", format_table(results).c_str());
   if (!o.model.json_path.empty()) {
@@ -28,6 +30,7 @@ void bench_server(const BenchOptions& o) {
     out << to_json(load, results).dump(2) << "\n";
     if (!out) fail("cannot write ", o.model.json_path);
   }
+  if (!o.model.plot_path.empty()) svg::write_file(o.model.plot_path, server_bench_figure(load, results));
 }
 
 void bench(const BenchOptions& o) {

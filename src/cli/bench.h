@@ -11,7 +11,8 @@ struct ModelBenchOptions {
   int gen = 128;
   int reps = 5;
   std::string json_path;
-  bool profile = false;  // also time each kind of operation in one prefill and one decode run
+  std::string plot_path;  // --plot FILE.svg: the results drawn as charts (bench_plot.h), by the parent process only
+  bool profile = false;   // also time each kind of operation in one prefill and one decode run
   bool worker = false;
   bool cold = false;
 };

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "cli/bench.h"
+#include "cli/bench_plot.h"
 #include "core/cpu_topology.h"
 #include "core/error.h"
 
@@ -280,6 +281,8 @@ void add_model_bench_options(CLI::App& command, ModelBenchOptions& o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   command.add_option("--json", o.json_path, "Also write the results as JSON to this file");
+  command.add_option("--plot", o.plot_path,
+                     "Also draw the results as charts in this SVG file (--model: per type; --server: per level)");
   command.add_flag("--profile", o.profile, "Also time each kind of operation (matmuls, attention, ...) per pass");
   command.add_flag("--worker", o.worker, "(internal) measure one type in this process and print JSON");
   command.add_flag("--cold", o.cold, "(internal) with --worker: evict the checkpoint from the page cache first");
@@ -292,7 +295,7 @@ void run_model_bench(const ModelBenchOptions& o) {
   for (int n : o.prompt_lengths) {
     if (n <= 0 || n + o.gen > o.model.context_length) fail("prompt length ", n, " + --gen must fit --ctx");
   }
-  if (o.worker) {
+  if (o.worker) {  // a worker never plots: the parent draws the final report, once
     // The parent reads stdout; progress and load messages go to stderr.
     std::printf("%s\n", measure(o, o.model.dtype, o.cold).dump().c_str());
     return;
@@ -304,6 +307,7 @@ void run_model_bench(const ModelBenchOptions& o) {
   for (const auto& d : dtypes) {
     if (!d.empty()) parse_weight_dtype(d);  // reject a bad name before any run
   }
+  if (!o.plot_path.empty()) check_plot_path(o.plot_path);
 
   nlohmann::json report = {{"model", o.model.dir}, {"reps", o.reps}, {"context", o.model.context_length}};
   report["random_weights"] = has_random_weights(o.model.dir);
@@ -320,6 +324,7 @@ void run_model_bench(const ModelBenchOptions& o) {
   if (!o.json_path.empty()) {
     std::ofstream(o.json_path) << report.dump(2) << "\n";
   }
+  if (!o.plot_path.empty()) svg::write_file(o.plot_path, model_bench_figure(report));
 }
 
 }  // namespace ernie::cli
