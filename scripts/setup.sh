@@ -37,10 +37,11 @@ else
   echo "setup: all packages present" >&2
 fi
 
-# npm packages of two tests: the official `openai` client, which drives `ernie serve` (tests/server/node), and the
-# Kubernetes schema validators for deploy/k8s (tests/deploy/node). npm may be missing or the registry unreachable
+# npm packages of three tests: the official `openai` client, which drives `ernie serve` (tests/server/node), Ajv,
+# which validates constrained outputs against their JSON Schemas (tests/server/schema_node), and the Kubernetes
+# schema validators for deploy/k8s (tests/deploy/node). npm may be missing or the registry unreachable
 # (CI has apt, maybe not npm): then warn and go on; those tests skip and say why.
-for node_dir in tests/server/node tests/deploy/node; do
+for node_dir in tests/server/node tests/server/schema_node tests/deploy/node; do
   dir="$(dirname "$0")/../$node_dir"
   # npm writes node_modules/.package-lock.json at each install: newer than the lock file means up to date.
   if [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then

@@ -1,10 +1,12 @@
 // The official `openai` npm client (installed by scripts/setup.sh into tests/server/node/) makes a streaming chat
 // completion against the server; the text it assembles must equal the server's non-streamed answer. Skipped, with
-// the reason, where Node.js or the package is missing (setup.sh warns when the npm registry is unreachable).
+// the reason, where Node.js or the package is missing (setup.sh warns when the npm registry is unreachable); under
+// CI=true that is a failure instead.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "test_server.h"
@@ -17,8 +19,14 @@ using ernie::testing::TestServer;
 
 TEST(OpenAIClient, StreamingChatAssemblesTheSameText) {
   const std::filesystem::path dir = ERNIE_NODE_CLIENT_DIR;
-  if (std::system("command -v node >/dev/null 2>&1") != 0) GTEST_SKIP() << "Node.js is not installed";
+  // scripts/setup.sh installs Node.js and the package; in CI (CI set) their absence is a failure, not a skip.
+  const bool ci = std::getenv("CI") != nullptr;
+  if (std::system("command -v node >/dev/null 2>&1") != 0) {
+    if (ci) FAIL() << "Node.js is not installed (scripts/setup.sh installs Debian's nodejs)";
+    GTEST_SKIP() << "Node.js is not installed";
+  }
   if (!std::filesystem::exists(dir / "node_modules/openai/package.json")) {
+    if (ci) FAIL() << "the openai npm package is not installed in " << dir << " (scripts/setup.sh installs it)";
     GTEST_SKIP() << "the openai npm package is not installed in " << dir
                  << " (run scripts/setup.sh; it needs the npm registry)";
   }
