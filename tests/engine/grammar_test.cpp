@@ -97,8 +97,9 @@ TEST_F(GrammarTest, ClassesAreCodePointsAndAlwaysValidUtf8) {
 // generation passes through.
 TEST_F(GrammarTest, MaskEqualsTheTokenByTokenCheck) {
   auto grammar = std::make_shared<const Grammar>(Grammar::parse(any_json_gbnf(false)));
-  for (uint64_t seed = 1; seed <= 4; ++seed) {
-    GrammarMatcher m(grammar, *trie_);
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    // Seeds 5 and 6 bound the state table so tightly that walks finish without it.
+    GrammarMatcher m(grammar, *trie_, seed <= 4 ? 32768 : 2);
     std::mt19937_64 rng(seed);
     for (int step = 0; step < 40 && !m.must_end(); ++step) {
       const std::vector<uint64_t> mask = m.allowed_tokens();

@@ -121,7 +121,9 @@ TEST(StructuredOutput, JsonObjectGrammarAndCutOffs) {
                                 {"max_tokens", 150}, {"response_format", {{"type", "json_object"}}}});
     ASSERT_EQ(r.status, 200) << r.body;
     const auto [text, finish] = answer(r, true, false);
-    if (finish == "stop") EXPECT_TRUE(json::parse(text, nullptr, false).is_object()) << text;
+    if (finish == "stop") {
+      EXPECT_TRUE(json::parse(text, nullptr, false).is_object()) << text;
+    }
   }
   // llama-server's GBNF field.
   for (uint64_t seed = 0; seed < 4; ++seed) {
@@ -220,7 +222,9 @@ TEST(Logprobs, AreLogSoftmaxOfTheModelsLogits) {
       if (logits[t] + (t == 11 ? 5.0f : 0.0f) > logits[chosen] + (chosen == 11 ? 5.0f : 0.0f)) chosen = t;
     }
     const std::string chosen_text = tokenizer.token_bytes(chosen);
-    if (utf8::is_valid(chosen_text)) EXPECT_EQ(lp["tokens"][i].get<std::string>(), chosen_text) << i;
+    if (utf8::is_valid(chosen_text)) {
+      EXPECT_EQ(lp["tokens"][i].get<std::string>(), chosen_text) << i;
+    }
     EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), logits[chosen] - log_z, 1e-4) << i;
     // The top 3 are the 3 largest logits (the bias of token 11 does not count: logprobs are the model's), up to
     // float ties between threads' sums: each listed one is a token of that text and logprob, at or above the third.

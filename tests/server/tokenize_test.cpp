@@ -58,10 +58,17 @@ TEST(Tokenize, PiecesAreTextOrTheBytesOfAByteFallbackPiece) {
         EXPECT_EQ(tokens[i]["piece"], byte < 0x80 ? json(std::string(1, static_cast<char>(byte))) : json({byte}));
         continue;
       }
-      for (size_t at = piece.find("\u2581"); at != std::string::npos; at = piece.find("\u2581", at + 1)) {
-        piece.replace(at, 3, " ");  // sentencepiece's word-boundary mark is a space in text
+      // sentencepiece's word-boundary mark is a space in text.
+      std::string text;
+      for (size_t at = 0; at < piece.size();) {
+        if (piece.compare(at, 3, "\u2581") == 0) {
+          text += ' ';
+          at += 3;
+        } else {
+          text += piece[at++];
+        }
       }
-      EXPECT_EQ(tokens[i]["piece"], piece);
+      EXPECT_EQ(tokens[i]["piece"], text);
     }
   }
 }

@@ -16,6 +16,13 @@ constexpr size_t kMaxStackDepth = 2000;
 constexpr size_t kMaxStacks = 4096;
 // Distinct states whose masks a matcher keeps; past it the cache starts over.
 constexpr size_t kMaxCachedMasks = 256;
+// The interned-state table starts over before a walk once it holds this many states, and a walk that would take it
+// past the hard bound (states or bytes of stacks) finishes without it: memory stays bounded whatever the grammar.
+constexpr size_t kStatesBeforeReset = 8192;
+constexpr size_t kMaxInternedBytes = 64u << 20;
+constexpr int32_t kDead = -1;
+constexpr int32_t kUnknown = -2;
+constexpr int32_t kOverflow = -3;
 
 }  // namespace
 
@@ -73,8 +80,13 @@ std::string_view TokenTrie::bytes(int32_t id) const {
 
 // ---- GrammarMatcher ------------------------------------------------------------------------------------------------
 
-GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> grammar, const TokenTrie& trie)
-    : grammar_(std::move(grammar)), trie_(trie), levels_(trie.max_depth() + 1) {
+GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> grammar, const TokenTrie& trie,
+                               size_t max_interned_states)
+    : grammar_(std::move(grammar)),
+      trie_(trie),
+      levels_(trie.max_depth() + 1),
+      max_interned_states_(max_interned_states),
+      level_ids_(trie.max_depth() + 1) {
   // expand() recurses once per fork on a rule's left edge, which, the grammar having no left recursion, visits each
   // rule at most once: slot 0 holds the stack being advanced, the rest one fork per depth. Sized once, so references
   // into it stay valid.
@@ -174,8 +186,8 @@ bool GrammarMatcher::accept_bytes(std::string_view bytes) {
   return true;
 }
 
-std::string GrammarMatcher::key() const {
-  std::string k(1, state_.accepting ? '1' : '0');
+std::string GrammarMatcher::key(const State& state) {
+  std::string k(1, state.accepting ? '1' : '0');
   const auto append = [&](const std::vector<uint32_t>& v) {
     const size_t at = k.size();
     k.resize(at + v.size() * sizeof(uint32_t) + sizeof(uint32_t));
@@ -183,26 +195,86 @@ std::string GrammarMatcher::key() const {
     std::memcpy(k.data() + at, &n, sizeof n);
     if (!v.empty()) std::memcpy(k.data() + at + sizeof n, v.data(), v.size() * sizeof(uint32_t));
   };
-  append(state_.ends);
-  append(state_.data);
+  append(state.ends);
+  append(state.data);
   return k;
 }
 
-const std::vector<uint64_t>& GrammarMatcher::allowed_tokens() {
-  std::string k = key();
-  if (const auto it = masks_.find(k); it != masks_.end()) return it->second;
-  std::fill(mask_.begin(), mask_.end(), 0);
+int32_t GrammarMatcher::intern(const State& state) {
+  std::string k = key(state);
+  if (const auto it = interned_ids_.find(k); it != interned_ids_.end()) return it->second;
+  const auto id = static_cast<int32_t>(interned_.size());
+  interned_bytes_ += k.size() * 2 + sizeof(Interned);
+  interned_.push_back(Interned{state, nullptr});
+  interned_ids_.emplace(std::move(k), id);
+  return id;
+}
+
+int32_t GrammarMatcher::transition(int32_t from, uint8_t byte) {
+  auto& next = interned_[from].next;
+  if (!next) {
+    next = std::make_unique<std::array<int32_t, 256>>();
+    next->fill(kUnknown);
+    interned_bytes_ += sizeof(*next);
+  }
+  int32_t& to = (*next)[byte];  // in its own allocation: stays valid while interned_ grows
+  if (to != kUnknown) return to;
+  if (interned_.size() >= max_interned_states_ || interned_bytes_ >= kMaxInternedBytes) return kOverflow;
+  advance(interned_[from].state, byte, next_);
+  to = next_.dead() ? kDead : intern(next_);
+  return to;
+}
+
+void GrammarMatcher::mark(const TokenTrie::Node& node) {
+  for (const int32_t t : trie_.tokens(node)) mask_[static_cast<size_t>(t) >> 6] |= uint64_t{1} << (t & 63);
+}
+
+// Nothing can follow a prefix no stack survives, nor one that completed the grammar with no stack left: both skip
+// the node's subtree.
+bool GrammarMatcher::walk_interned() {
+  const auto nodes = trie_.nodes();
+  level_ids_[0] = intern(state_);
+  for (uint32_t i = 0; i < nodes.size();) {
+    const TokenTrie::Node& node = nodes[i];
+    const int32_t id = transition(level_ids_[node.depth - 1], node.byte);
+    if (id == kOverflow) return false;
+    if (id == kDead) {
+      i = node.subtree_end;
+      continue;
+    }
+    mark(node);
+    level_ids_[node.depth] = id;
+    i = interned_[id].state.ends.empty() ? node.subtree_end : i + 1;
+  }
+  return true;
+}
+
+void GrammarMatcher::walk_direct() {
   const auto nodes = trie_.nodes();
   levels_[0] = state_;
   for (uint32_t i = 0; i < nodes.size();) {
     const TokenTrie::Node& node = nodes[i];
     State& here = levels_[node.depth];
     advance(levels_[node.depth - 1], node.byte, here);
-    if (!here.dead()) {
-      for (const int32_t t : trie_.tokens(node)) mask_[static_cast<size_t>(t) >> 6] |= uint64_t{1} << (t & 63);
-    }
-    // Nothing can follow a prefix no stack survives, nor one that completed the grammar with no stack left.
+    if (!here.dead()) mark(node);
     i = here.ends.empty() ? node.subtree_end : i + 1;
+  }
+}
+
+const std::vector<uint64_t>& GrammarMatcher::allowed_tokens() {
+  std::string k = key(state_);
+  if (const auto it = masks_.find(k); it != masks_.end()) return it->second;
+  const auto reset_table = [&] {
+    interned_.clear();
+    interned_ids_.clear();
+    interned_bytes_ = 0;
+  };
+  if (interned_.size() > std::min(kStatesBeforeReset, max_interned_states_ / 4)) reset_table();
+  std::fill(mask_.begin(), mask_.end(), 0);
+  if (!walk_interned()) {
+    reset_table();
+    std::fill(mask_.begin(), mask_.end(), 0);
+    walk_direct();
   }
   if (masks_.size() >= kMaxCachedMasks) masks_.clear();
   return masks_.emplace(std::move(k), mask_).first->second;

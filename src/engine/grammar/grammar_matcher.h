@@ -4,12 +4,15 @@
 // The state is a set of stacks of element positions, a pushdown automaton running all parses at once. Every stack's
 // top is a byte-set element: a byte advances every stack whose top admits it and drops the rest. The tokens allowed
 // next are found by walking a trie of the vocabulary's byte strings (TokenTrie, built once per tokenizer) depth-first
-// from the current state, pruning a subtree as soon as no stack survives its prefix; a mask is cached per distinct
-// state, so a state the generation returns to (inside a free-text string, say) costs one lookup.
+// from the current state, pruning a subtree as soon as no stack survives its prefix. States met on the way are
+// interned and their byte transitions remembered: inside a free-text string nearly every byte leads back to one of a
+// few states, so a walk over the ~440k nodes of a 100k-token vocabulary costs a table lookup per node rather than a
+// stack expansion. A mask is also cached per distinct state, so a state the generation returns to costs one lookup.
 //
 // Not thread-safe: each constrained sequence owns a matcher. The trie is read-only and may be shared.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -55,8 +58,9 @@ class TokenTrie {
 
 class GrammarMatcher {
  public:
-  // Starts at the grammar's root. Both must outlive the matcher.
-  GrammarMatcher(std::shared_ptr<const Grammar> grammar, const TokenTrie& trie);
+  // Starts at the grammar's root. The trie must outlive the matcher. `max_interned_states` bounds the table of states
+  // a walk remembers (tests lower it to exercise the walk without the table).
+  GrammarMatcher(std::shared_ptr<const Grammar> grammar, const TokenTrie& trie, size_t max_interned_states = 32768);
 
   // Bit t of the mask (word t / 64) is set when token t may come next. Sized for the trie's vocabulary.
   const std::vector<uint64_t>& allowed_tokens();
@@ -84,11 +88,21 @@ class GrammarMatcher {
     }
     bool dead() const { return ends.empty() && !accepting; }
   };
+  // A state met by a trie walk, and where each byte leads from it (an interned id, kDead, or kUnknown).
+  struct Interned {
+    State state;
+    std::unique_ptr<std::array<int32_t, 256>> next;  // allocated at its first transition
+  };
   void expand(std::vector<uint32_t>& stack, State& out, size_t depth);
   void add_stack(const std::vector<uint32_t>& stack, State& out) const;
   void advance(const State& from, uint8_t byte, State& to);
   bool advance_bytes(const State& from, std::string_view bytes, State& out);
-  std::string key() const;
+  static std::string key(const State& state);
+  int32_t intern(const State& state);
+  int32_t transition(int32_t from, uint8_t byte);
+  bool walk_interned();  // false when the state table outgrew its bound on the way
+  void walk_direct();    // the same walk without the table
+  void mark(const TokenTrie::Node& node);
 
   std::shared_ptr<const Grammar> grammar_;
   const TokenTrie& trie_;
@@ -99,6 +113,12 @@ class GrammarMatcher {
   std::vector<std::vector<uint32_t>> scratch_;  // expand(): one stack per recursion depth
   std::vector<uint64_t> mask_;
   std::unordered_map<std::string, std::vector<uint64_t>> masks_;
+  std::vector<Interned> interned_;
+  std::unordered_map<std::string, int32_t> interned_ids_;
+  size_t interned_bytes_ = 0;
+  size_t max_interned_states_;
+  std::vector<int32_t> level_ids_;  // walk_interned(): the state after each trie depth
+  State next_;                      // transition() scratch
 };
 
 }  // namespace ernie

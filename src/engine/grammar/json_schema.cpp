@@ -30,17 +30,29 @@ object ::= "{" space ( string space ":" space value ( space "," space string spa
 array ::= "[" space ( value ( space "," space value )* )? space "]"
 )";
 
-const std::set<std::string> kAnnotations = {"title",  "description", "default",  "examples",  "$schema",
+// Function-local statics, so that the tables exist whenever the compiler is first used (even during another file's
+// static initialization).
+const std::set<std::string>& annotations() {
+  static const std::set<std::string> names = {"title",  "description", "default",  "examples",  "$schema",
                                             "$id",    "$comment",    "deprecated", "readOnly", "writeOnly",
                                             "$defs",  "definitions", "$anchor"};
-const std::set<std::string> kKeywords = {
+  return names;
+}
+const std::set<std::string>& keywords() {
+  static const std::set<std::string> names = {
     "type",      "properties", "required", "additionalProperties", "enum",      "const",         "items",
     "prefixItems", "minItems", "maxItems", "minLength",            "maxLength", "pattern",       "format",
     "anyOf",     "oneOf",      "allOf",    "$ref",                 "minimum",   "maximum",       "exclusiveMinimum",
     "exclusiveMaximum"};
-const std::vector<std::string> kTypes = {"object", "array", "string", "number", "integer", "boolean", "null"};
+  return names;
+}
+const std::vector<std::string>& known_types() {
+  static const std::vector<std::string> names = {"object", "array", "string", "number", "integer", "boolean", "null"};
+  return names;
+}
 
-const std::map<std::string, std::string> kFormats = {
+const std::map<std::string, std::string>& formats() {
+  static const std::map<std::string, std::string> grammars = {
     {"date",
      R"([1-9] [0-9]{3} "-" ( ( "0" [13578] | "1" [02] ) "-" ( "0" [1-9] | [12] [0-9] | "3" [01] ) | ( "0" [469] | "11" ) "-" ( "0" [1-9] | [12] [0-9] | "30" ) | "02-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] ) ))"},
     {"time",
@@ -49,6 +61,8 @@ const std::map<std::string, std::string> kFormats = {
     {"email",
      R"([a-z0-9_+-]{1,32} ( "." [a-z0-9_+-]{1,32} ){0,3} "@" [a-z0-9] ( [a-z0-9-]{0,30} [a-z0-9] )? ( "." [a-z] [a-z0-9]{0,15} ){1,3})"},
 };
+  return grammars;
+}
 
 [[noreturn]] void refuse(const std::string& keyword, const std::string& where, const std::string& what) {
   throw SchemaError(keyword, "json_schema " + where + ": " + what);
@@ -153,8 +167,8 @@ class SchemaCompiler {
     if (!s.is_object()) refuse("", where, "a schema must be an object or a boolean");
     std::vector<std::string> constraints;
     for (const auto& [key, unused] : s.items()) {
-      if (kAnnotations.count(key)) continue;
-      if (!kKeywords.count(key)) refuse(key, where, "the keyword '" + key + "' is not supported");
+      if (annotations().count(key)) continue;
+      if (!keywords().count(key)) refuse(key, where, "the keyword '" + key + "' is not supported");
       constraints.push_back(key);
     }
     const auto only = [&](const char* keyword) {
@@ -198,7 +212,7 @@ class SchemaCompiler {
     if (const auto it = s.find("type"); it != s.end()) {
       const Json list = it->is_array() ? *it : Json::array({*it});
       for (const Json& t : list) {
-        if (!t.is_string() || std::find(kTypes.begin(), kTypes.end(), t.get<std::string>()) == kTypes.end()) {
+        if (!t.is_string() || std::find(known_types().begin(), known_types().end(), t.get<std::string>()) == known_types().end()) {
           refuse("type", where, "unknown type " + t.dump());
         }
         types.push_back(t.get<std::string>());
@@ -359,9 +373,9 @@ class SchemaCompiler {
       if (lengths || s.contains("pattern")) refuse("format", where, "'format' with 'pattern', 'minLength' or 'maxLength' is not supported");
       if (!it->is_string()) refuse("format", where, "'format' must be a string");
       const std::string format = it->get<std::string>();
-      if (format == "date-time") return rule("date-time", "\"\\\"\" " + group(kFormats.at("date")) + " \"T\" " + group(kFormats.at("time")) + " \"\\\"\"");
-      const auto known = kFormats.find(format);
-      if (known == kFormats.end()) refuse("format", where, "the format '" + format + "' is not supported (date, time, date-time, uuid, email are)");
+      if (format == "date-time") return rule("date-time", "\"\\\"\" " + group(formats().at("date")) + " \"T\" " + group(formats().at("time")) + " \"\\\"\"");
+      const auto known = formats().find(format);
+      if (known == formats().end()) refuse("format", where, "the format '" + format + "' is not supported (date, time, date-time, uuid, email are)");
       return rule(format, "\"\\\"\" " + group(known->second) + " \"\\\"\"");
     }
     if (const auto it = s.find("pattern"); it != s.end()) {
