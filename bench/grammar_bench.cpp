@@ -93,6 +93,22 @@ void mask_after(benchmark::State& state, const std::string& gbnf, const std::str
   state.counters["trie_nodes"] = static_cast<double>(trie().nodes().size());
 }
 
+// Generation inside a maxLength string: every step is a new state, but the transitions the previous walk remembered
+// serve the next one.
+void BM_BoundedStringWarm(benchmark::State& state) {
+  const auto grammar = std::make_shared<const Grammar>(Grammar::parse(json_schema_to_gbnf(nlohmann::ordered_json::parse(
+      R"({"type":"object","properties":{"bio":{"type":"string","maxLength":100000}},"required":["bio"]})"))));
+  GrammarMatcher m(grammar, trie());
+  m.accept_bytes("{\"bio\": \"");
+  for (auto _ : state) {
+    state.PauseTiming();
+    m.accept_bytes("x");
+    state.ResumeTiming();
+    benchmark::DoNotOptimize(m.allowed_tokens().data());
+  }
+}
+BENCHMARK(BM_BoundedStringWarm)->Unit(benchmark::kMillisecond);
+
 const std::string kObject = json_schema_to_gbnf(nlohmann::ordered_json::parse(
     R"({"type":"object","properties":{"name":{"type":"string"},"bio":{"type":"string","maxLength":200},
         "age":{"type":"integer","minimum":0,"maximum":150}},"required":["name","bio","age"]})"));

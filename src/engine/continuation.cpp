@@ -37,12 +37,19 @@ bool Continuation::is_eos(int32_t token) const {
   return std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
 }
 
-// The sampler's pick among the tokens the grammar allows. Greedy picks try the unconstrained argmax first: when the
-// grammar allows it, it is also the argmax of the masked logits, and the mask is not needed.
+// The sampler's pick among the tokens the grammar allows, as if the disallowed ones had been removed first. The mask
+// is often not needed:
+//   - greedy: when the grammar allows the unconstrained argmax, it is also the argmax of the masked logits;
+//   - plain sampling (temperature and penalties only, no top-k/top-p/min-p, which look at the whole distribution): a
+//     draw from the whole distribution that the grammar allows is kept, else one is drawn from the masked one. A
+//     token t comes out with probability p(t) + (1 - P(allowed)) p(t) / P(allowed) = p(t) / P(allowed), exactly the
+//     masked distribution. Inside a free-text string nearly every token is allowed, so the first draw nearly always
+//     stands; where few are (keys, numbers), the mask is cheap.
 int32_t Continuation::choose(std::span<float> logits) {
   if (!matcher_) return sampler_.sample(logits);
   const bool eos_allowed = matcher_->can_end() && !ignore_eos_;
-  if (sampler_.params().greedy()) {
+  const SamplingParams& p = sampler_.params();
+  if (p.greedy() || (p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0.0f)) {
     std::copy(logits.begin(), logits.end(), scratch_.begin());
     const int32_t token = sampler_.sample(scratch_);
     if (is_eos(token) ? eos_allowed : matcher_->allows(token)) return token;

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <cmath>
+#include <map>
 #include <random>
 
 #include "core/error.h"
+#include "engine/continuation.h"
 #include "engine/generator.h"
 #include "engine/grammar/grammar.h"
 #include "engine/grammar/grammar_matcher.h"
@@ -216,6 +219,50 @@ TEST(JsonSchema, RefusesWhatItCannotGuaranteeNamingTheKeyword) {
   EXPECT_EQ(keyword_of(R"({"$ref":"http://example.com/s.json"})"), "$ref");
   EXPECT_EQ(keyword_of(R"({"type":"objekt"})"), "type");
   EXPECT_EQ(keyword_of(R"({"title":"t","description":"d","type":"null"})"), "(accepted)");
+}
+
+// Plain sampling tries an unconstrained draw first and keeps it when allowed; the tokens must still come out with the
+// masked distribution's probabilities, p(t) / P(allowed). Checked on fixed logits where about half the mass is
+// allowed, so both paths run, against the exact masked softmax.
+TEST_F(GrammarTest, DrawsFollowTheMaskedDistribution) {
+  auto grammar = std::make_shared<const Grammar>(Grammar::parse("root ::= [a-e] [a-z]*\n"));
+  GrammarMatcher probe(grammar, *trie_);
+  const auto mask = probe.allowed_tokens();
+  const int vocab = trie_->vocab_size();
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> logits(vocab);
+  std::vector<int32_t> allowed;
+  for (int32_t t = 0; t < vocab; ++t) {
+    logits[t] = normal(rng);
+    if ((mask[t >> 6] >> (t & 63)) & 1) allowed.push_back(t);
+  }
+  ASSERT_GE(allowed.size(), 5u);
+  // Raise a few allowed tokens so that P(allowed) is about one half and the frequencies are measurable.
+  double rest = 0;
+  for (int32_t t = 0; t < vocab; ++t) rest += std::exp(logits[t]);
+  for (size_t i = 0; i < 5; ++i) logits[allowed[i]] = std::log(rest / 5 * (i + 1) / 3.0);
+  double allowed_mass = 0;
+  for (const int32_t t : allowed) allowed_mass += std::exp(logits[t]);
+  std::map<int32_t, int> counts;
+  const int draws = 20000;
+  for (int seed = 0; seed < draws; ++seed) {
+    GenerationOptions o;
+    o.grammar = grammar;
+    o.max_new_tokens = 1;
+    o.sampling.seed = static_cast<uint64_t>(seed);
+    Continuation c(*tokenizer_, o, {}, vocab, trie_);
+    std::vector<float> copy = logits;
+    ++counts[c.next(copy).token];
+  }
+  for (const auto& [token, n] : counts) {
+    ASSERT_TRUE((mask[token >> 6] >> (token & 63)) & 1) << "token " << token << " is not allowed";
+  }
+  for (size_t i = 0; i < 5; ++i) {
+    const double p = std::exp(logits[allowed[i]]) / allowed_mass;
+    const double sigma = std::sqrt(p * (1 - p) / draws);
+    EXPECT_NEAR(counts[allowed[i]] / static_cast<double>(draws), p, 4.5 * sigma) << "token " << allowed[i];
+  }
 }
 
 // On random weights only the grammar makes the output valid: every answer that ends by "stop" parses and has the
