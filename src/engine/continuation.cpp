@@ -45,11 +45,19 @@ bool Continuation::is_eos(int32_t token) const {
 //     token t comes out with probability p(t) + (1 - P(allowed)) p(t) / P(allowed) = p(t) / P(allowed), exactly the
 //     masked distribution. Inside a free-text string nearly every token is allowed, so the first draw nearly always
 //     stands; where few are (keys, numbers), the mask is cheap.
+bool Continuation::can_skip_mask() const {
+  const SamplingParams& p = sampler_.params();
+  return p.greedy() || (p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0.0f);
+}
+
+void Continuation::prepare_mask() {
+  if (matcher_ && !can_skip_mask()) matcher_->allowed_tokens();
+}
+
 int32_t Continuation::choose(std::span<float> logits) {
   if (!matcher_) return sampler_.sample(logits);
   const bool eos_allowed = matcher_->can_end() && !ignore_eos_;
-  const SamplingParams& p = sampler_.params();
-  if (p.greedy() || (p.top_k == 0 && p.top_p == 1.0f && p.min_p == 0.0f)) {
+  if (can_skip_mask()) {
     std::copy(logits.begin(), logits.end(), scratch_.begin());
     const int32_t token = sampler_.sample(scratch_);
     if (is_eos(token) ? eos_allowed : matcher_->allows(token)) return token;

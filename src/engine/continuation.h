@@ -45,6 +45,11 @@ class Continuation {
   // bytes this vocabulary cannot write).
   Step next(std::span<float> logits);
 
+  // With a grammar and a sampler that always needs the full mask (top-k, top-p, min-p), computes it now, so that a
+  // batch's masks can be computed on several threads before next() samples each sequence. Safe to run concurrently
+  // for different continuations; next() then finds the mask cached.
+  void prepare_mask();
+
   // Ends generation early for the caller's own reason (a full context stays "length"; cancellation is "stop").
   void stop(FinishReason reason) { finish_reason_ = reason; }
 
@@ -67,6 +72,7 @@ class Continuation {
   bool stop_string_found_ = false;
 
   int32_t choose(std::span<float> logits);
+  bool can_skip_mask() const;  // the sampler may find its token without the mask
   void record_logprobs(Step& step) const;
   bool is_eos(int32_t token) const;
 

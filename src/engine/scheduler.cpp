@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "engine/prompt_check.h"
 
 namespace ernie {
@@ -132,6 +133,7 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOp
   chunks_.reserve(slots_.size());
   chunk_slots_.reserve(slots_.size());
   prefill_order_.reserve(slots_.size());
+  masked_.reserve(slots_.size());
   logits_.resize(slots_.size() * vocab_size_);
   kv_stats_ = cache_.stats();
   thread_ = std::thread([this] { loop(); });
@@ -370,6 +372,17 @@ void Scheduler::run_step() {
   } catch (const std::exception& e) {
     for (Slot* slot : chunk_slots_) finish(*slot, /*cancelled=*/false, e.what());
     return;
+  }
+  // Constrained sequences whose sampler needs the grammar's full mask get it computed on all threads at once, before
+  // the sampling below (which runs on this thread); the masks are per sequence, the vocabulary's trie shared.
+  if (trie_ && options_.pool && options_.pool->size() > 1) {
+    masked_.clear();
+    for (size_t i = 0; i < chunks_.size(); ++i) {
+      if (chunks_[i].logits != Logits::kNone) masked_.push_back(&*chunk_slots_[i]->continuation);
+    }
+    if (masked_.size() > 1) {
+      options_.pool->run(static_cast<int>(masked_.size()), [&](int task) { masked_[task]->prepare_mask(); });
+    }
   }
   size_t row = 0;
   for (size_t i = 0; i < chunks_.size(); ++i) {

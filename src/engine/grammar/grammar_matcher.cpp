@@ -204,23 +204,26 @@ int32_t GrammarMatcher::intern(const State& state) {
   std::string k = key(state);
   if (const auto it = interned_ids_.find(k); it != interned_ids_.end()) return it->second;
   const auto id = static_cast<int32_t>(interned_.size());
-  interned_bytes_ += k.size() * 2 + sizeof(Interned);
-  interned_.push_back(Interned{state, nullptr});
+  interned_bytes_ += k.size() * 2 + sizeof(State) + sizeof(void*);
+  interned_.push_back(state);
+  transitions_.emplace_back();
+  interned_open_.push_back(!state.ends.empty());
   interned_ids_.emplace(std::move(k), id);
   return id;
 }
 
+// The walk's slow path: a transition not computed yet.
 int32_t GrammarMatcher::transition(int32_t from, uint8_t byte) {
-  auto& next = interned_[from].next;
+  auto& next = transitions_[from];
   if (!next) {
-    next = std::make_unique<std::array<int32_t, 256>>();
+    next = std::make_unique<Transitions>();
     next->fill(kUnknown);
-    interned_bytes_ += sizeof(*next);
+    interned_bytes_ += sizeof(Transitions);
   }
-  int32_t& to = (*next)[byte];  // in its own allocation: stays valid while interned_ grows
+  int32_t& to = (*next)[byte];  // in its own allocation: stays valid while transitions_ grows
   if (to != kUnknown) return to;
   if (interned_.size() >= max_interned_states_ || interned_bytes_ >= kMaxInternedBytes) return kOverflow;
-  advance(interned_[from].state, byte, next_);
+  advance(interned_[from], byte, next_);
   to = next_.dead() ? kDead : intern(next_);
   return to;
 }
@@ -236,7 +239,10 @@ bool GrammarMatcher::walk_interned() {
   level_ids_[0] = intern(state_);
   for (uint32_t i = 0; i < nodes.size();) {
     const TokenTrie::Node& node = nodes[i];
-    const int32_t id = transition(level_ids_[node.depth - 1], node.byte);
+    const int32_t from = level_ids_[node.depth - 1];
+    const Transitions* row = transitions_[from].get();
+    int32_t id = row ? (*row)[node.byte] : kUnknown;
+    if (id == kUnknown) id = transition(from, node.byte);
     if (id == kOverflow) return false;
     if (id == kDead) {
       i = node.subtree_end;
@@ -244,7 +250,7 @@ bool GrammarMatcher::walk_interned() {
     }
     mark(node);
     level_ids_[node.depth] = id;
-    i = interned_[id].state.ends.empty() ? node.subtree_end : i + 1;
+    i = interned_open_[id] ? i + 1 : node.subtree_end;
   }
   return true;
 }
@@ -266,7 +272,9 @@ const std::vector<uint64_t>& GrammarMatcher::allowed_tokens() {
   if (const auto it = masks_.find(k); it != masks_.end()) return it->second;
   const auto reset_table = [&] {
     interned_.clear();
+    transitions_.clear();
     interned_ids_.clear();
+    interned_open_.clear();
     interned_bytes_ = 0;
   };
   if (interned_.size() > std::min(kStatesBeforeReset, max_interned_states_ / 4)) reset_table();

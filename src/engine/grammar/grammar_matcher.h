@@ -88,11 +88,8 @@ class GrammarMatcher {
     }
     bool dead() const { return ends.empty() && !accepting; }
   };
-  // A state met by a trie walk, and where each byte leads from it (an interned id, kDead, or kUnknown).
-  struct Interned {
-    State state;
-    std::unique_ptr<std::array<int32_t, 256>> next;  // allocated at its first transition
-  };
+  // Where each byte leads from an interned state: an interned id, kDead, or kUnknown (not computed yet).
+  using Transitions = std::array<int32_t, 256>;
   void expand(std::vector<uint32_t>& stack, State& out, size_t depth);
   void add_stack(const std::vector<uint32_t>& stack, State& out) const;
   void advance(const State& from, uint8_t byte, State& to);
@@ -113,8 +110,11 @@ class GrammarMatcher {
   std::vector<std::vector<uint32_t>> scratch_;  // expand(): one stack per recursion depth
   std::vector<uint64_t> mask_;
   std::unordered_map<std::string, std::vector<uint64_t>> masks_;
-  std::vector<Interned> interned_;
+  std::vector<State> interned_;                            // states met by trie walks, by id
+  std::vector<std::unique_ptr<Transitions>> transitions_;  // by id; allocated at a state's first transition
   std::unordered_map<std::string, int32_t> interned_ids_;
+  std::vector<uint8_t> interned_open_;  // per interned state: 1 if it has stacks (bytes may follow), kept compact for
+                                        // the walk's inner loop
   size_t interned_bytes_ = 0;
   size_t max_interned_states_;
   std::vector<int32_t> level_ids_;  // walk_interned(): the state after each trie depth
