@@ -19,6 +19,9 @@ struct RequestState {
   Clock::time_point submitted;
 
   std::atomic<bool> cancel_requested{false};
+  // For a copy (try_submit_copies): the first request of its group, whose prefill it waits for. Scheduler thread.
+  std::shared_ptr<RequestState> leader;
+  bool prompt_done = false;  // the prompt has been prefilled (its first token sampled), or the request ended
 
   std::mutex mutex;  // guards the fields below
   std::condition_variable changed;
@@ -149,6 +152,13 @@ Scheduler::~Scheduler() {
 }
 
 std::unique_ptr<RequestHandle> Scheduler::try_submit(std::vector<int32_t> prompt, GenerationOptions options) {
+  auto handles = try_submit_copies(std::move(prompt), std::move(options), 1);
+  return handles.empty() ? nullptr : std::move(handles.front());
+}
+
+std::vector<std::unique_ptr<RequestHandle>> Scheduler::try_submit_copies(std::vector<int32_t> prompt,
+                                                                         GenerationOptions options, int copies) {
+  if (copies < 1) fail("at least one copy must be asked for");
   check_prompt(prompt, vocab_size_, 0, context_length_);
   if (options.max_new_tokens < 1) fail("max_new_tokens must be at least 1");
   options.sampling.validate();
@@ -158,19 +168,28 @@ std::unique_ptr<RequestHandle> Scheduler::try_submit(std::vector<int32_t> prompt
          " tokens (raise --kv-memory)");
   }
 
-  auto state = std::make_shared<detail::RequestState>();
-  state->prompt = std::move(prompt);
-  state->options = std::move(options);
-  state->submitted = Clock::now();
+  std::vector<std::shared_ptr<detail::RequestState>> states;
+  const auto now = Clock::now();
+  for (int i = 0; i < copies; ++i) {
+    auto state = std::make_shared<detail::RequestState>();
+    state->prompt = prompt;
+    state->options = options;
+    state->options.sampling.seed = options.sampling.seed + static_cast<uint64_t>(i);
+    state->submitted = now;
+    if (i > 0 && options.cache_prompt) state->leader = states.front();
+    states.push_back(std::move(state));
+  }
   {
     std::lock_guard lock(mutex_);
-    if (running_ + static_cast<int64_t>(waiting_.size()) >= options_.max_running + options_.max_waiting) {
-      return nullptr;
+    if (running_ + static_cast<int64_t>(waiting_.size()) + copies > options_.max_running + options_.max_waiting) {
+      return {};
     }
-    waiting_.push_back(state);
+    for (const auto& state : states) waiting_.push_back(state);
   }
   wake_.notify_all();
-  return std::make_unique<RequestHandle>(std::move(state));
+  std::vector<std::unique_ptr<RequestHandle>> handles;
+  for (auto& state : states) handles.push_back(std::make_unique<RequestHandle>(std::move(state)));
+  return handles;
 }
 
 void Scheduler::cancel_all() {
@@ -260,6 +279,9 @@ void Scheduler::admit() {
         break;
       }
     }
+    // A copy waits for its group's first request to finish prefilling, then attaches the prompt's cached blocks
+    // instead of computing them again; a few steps at most, so those behind it wait too.
+    if (request->leader && !request->leader->prompt_done && !request->leader->cancel_requested) return;
     // Oldest first: when the oldest cannot get its KV blocks yet, the others wait behind it, so a long request is
     // never starved by short ones.
     const Admission admission = start(*free_slot, request);
@@ -285,6 +307,7 @@ Scheduler::Admission Scheduler::start(Slot& slot, std::shared_ptr<detail::Reques
     how.prompt_tokens = static_cast<int>(prompt.size());
     how.error = e.what();
     how.total_seconds = seconds_between(request->submitted, Clock::now());
+    request->prompt_done = true;
     if (options_.on_finish) options_.on_finish(how);
     request->end("", std::move(how));
     return Admission::Ended;
@@ -405,6 +428,7 @@ void Scheduler::take(Slot& slot, std::span<float> logits) {
   }
   if (slot.continuation->tokens().size() == 1) {
     slot.summary.first_token_seconds = seconds_between(slot.request->submitted, Clock::now());
+    slot.request->prompt_done = true;
   }
   const bool logprobs = step.emit && slot.request->options.top_logprobs >= 0;
   slot.request->publish(step.emit ? step.text : "", static_cast<int>(slot.continuation->tokens().size()),
@@ -425,6 +449,8 @@ void Scheduler::finish(Slot& slot, bool cancelled, const std::string& error) {
   how.total_seconds = seconds_between(slot.request->submitted, Clock::now());
   const std::string rest = cancelled || !error.empty() ? "" : slot.continuation->flush();
   const auto request = std::move(slot.request);
+  request->prompt_done = true;
+  request->leader.reset();
   slot.continuation.reset();
   slot.next_token = -1;
   promised_blocks_ -= slot.promised_blocks;
@@ -442,6 +468,8 @@ void Scheduler::finish(Slot& slot, bool cancelled, const std::string& error) {
 
 // A request that never got a slot: cancelled while waiting, or left over at shutdown.
 void Scheduler::end_unadmitted(detail::RequestState& request) {
+  request.prompt_done = true;
+  request.leader.reset();
   RequestSummary how;
   how.prompt_tokens = static_cast<int>(request.prompt.size());
   how.cancelled = true;

@@ -145,6 +145,11 @@ class Scheduler {
   // context or the whole KV cache, max_new_tokens < 1, sampling params out of range. Returns nullptr, queueing nothing,
   // when max_running + max_waiting requests are already in. Thread-safe.
   std::unique_ptr<RequestHandle> try_submit(std::vector<int32_t> prompt, GenerationOptions options);
+  // `copies` generations of one prompt (OpenAI's n), the i-th sampling with options.sampling.seed + i. They are
+  // queued together or not at all (empty when they do not all fit). When the prompt may be cached (cache_prompt),
+  // the copies after the first wait for its prefill and then attach its KV blocks, so the prompt is computed once.
+  std::vector<std::unique_ptr<RequestHandle>> try_submit_copies(std::vector<int32_t> prompt, GenerationOptions options,
+                                                                int copies);
 
   // Cancels every request waiting or running now (e.g. on a forced shutdown). Thread-safe.
   void cancel_all();

@@ -98,9 +98,8 @@ void check_model(const Fields& fields, const ApiModel& model) {
 
 // Fields that ask for something this server does not do are refused rather than silently ignored.
 void refuse_unsupported(const Fields& fields) {
-  if (const auto n = fields.integer("n"); n && *n != 1) invalid("n", "only n=1 is supported");
   if (const auto best_of = fields.integer("best_of"); best_of && *best_of != 1)
-    invalid("best_of", "only best_of=1 is supported");
+    invalid("best_of", "'best_of' is not supported (only 1); use 'n' for several choices");
   if (fields.boolean("echo").value_or(false)) invalid("echo", "'echo' is not supported");
   for (const char* name : {"suffix", "tools", "functions"}) {
     const json* v = fields.get(name);
@@ -278,6 +277,13 @@ void apply_constraint(const Fields& fields, std::string_view body, GenerationOpt
   o.grammar = compile_grammar(gbnf, "response_format");
 }
 
+void read_choices(const Fields& fields, GenerationCall& call) {
+  const auto n = fields.integer("n");
+  if (!n) return;
+  if (*n < 1 || *n > kMaxChoices) invalid("n", "'n' must lie in [1, " + std::to_string(kMaxChoices) + "]");
+  call.n = static_cast<int>(*n);
+}
+
 void read_stream_fields(const Fields& fields, GenerationCall& call) {
   call.stream = fields.boolean("stream").value_or(false);
   if (const json* options = fields.get("stream_options")) {
@@ -376,10 +382,12 @@ const char* object_name(Endpoint endpoint, bool chunk) {
   return "text_completion";
 }
 
-json usage(const RequestSummary& s) {
-  return {{"prompt_tokens", s.prompt_tokens},
-          {"completion_tokens", s.completion_tokens},
-          {"total_tokens", s.prompt_tokens + s.completion_tokens}};
+// The prompt once, as OpenAI counts it, and every choice's completion.
+json usage(std::span<const RequestSummary> choices) {
+  int completion = 0;
+  for (const RequestSummary& s : choices) completion += s.completion_tokens;
+  const int prompt = choices.empty() ? 0 : choices.front().prompt_tokens;
+  return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
 json chunk_envelope(const ResponseInfo& info, json choices) {
@@ -428,6 +436,7 @@ GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
   refuse_unsupported(fields);
   GenerationCall call{.endpoint = Endpoint::Completions, .options = model.defaults};
   read_stream_fields(fields, call);
+  read_choices(fields, call);
   apply_sampling(fields, model.limits, call.options);
   apply_logit_bias(fields, model, call.options);
   apply_logprobs(fields, call.endpoint, call.options);
@@ -444,6 +453,7 @@ GenerationCall parse_chat_completion(std::string_view body, const ApiModel& mode
   refuse_unsupported(fields);
   GenerationCall call{.endpoint = Endpoint::ChatCompletions, .options = chat_options(model)};
   read_stream_fields(fields, call);
+  read_choices(fields, call);
   apply_sampling(fields, model.limits, call.options);
   apply_logit_bias(fields, model, call.options);
   apply_logprobs(fields, call.endpoint, call.options);
@@ -565,27 +575,32 @@ json logprobs_json(const ResponseInfo& info, TokenInfos tokens, size_t& offset) 
   return out;
 }
 
-json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary,
-                     TokenInfos logprobs) {
-  if (info.endpoint == Endpoint::Predict) return {{"text", text}};
-  const std::string finish(finish_reason_name(summary.finish_reason));
-  size_t offset = 0;
-  json choice = {{"index", 0},
-                 {"logprobs", info.logprobs ? logprobs_json(info, logprobs, offset) : json(nullptr)},
-                 {"finish_reason", finish}};
-  if (info.endpoint == Endpoint::ChatCompletions) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
+json completion_body(const ResponseInfo& info, std::span<const ChoiceOutput> outputs) {
+  if (info.endpoint == Endpoint::Predict) return {{"text", outputs.front().text}};
+  json choices = json::array();
+  std::vector<RequestSummary> summaries;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const ChoiceOutput& out = outputs[i];
+    size_t offset = 0;
+    json choice = {{"index", i},
+                   {"logprobs", info.logprobs ? logprobs_json(info, out.logprobs, offset) : json(nullptr)},
+                   {"finish_reason", finish_reason_name(out.summary.finish_reason)}};
+    if (info.endpoint == Endpoint::ChatCompletions) {
+      choice["message"] = {{"role", "assistant"}, {"content", out.text}};
+    } else {
+      choice["text"] = out.text;
+    }
+    choices.push_back(std::move(choice));
+    summaries.push_back(out.summary);
   }
   return {{"id", info.id},       {"object", object_name(info.endpoint, false)}, {"created", info.created},
-          {"model", info.model}, {"choices", json::array({std::move(choice)})}, {"usage", usage(summary)}};
+          {"model", info.model}, {"choices", std::move(choices)},             {"usage", usage(summaries)}};
 }
 
-std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish,
+std::string stream_chunk(const ResponseInfo& info, int index, std::string_view text, const RequestSummary* finish,
                          TokenInfos logprobs, size_t* offset) {
   size_t unused = 0;
-  json choice = {{"index", 0},
+  json choice = {{"index", index},
                  {"logprobs", info.logprobs && !logprobs.empty() ? logprobs_json(info, logprobs, offset ? *offset : unused)
                                                                  : json(nullptr)},
                  {"finish_reason", finish ? json(finish_reason_name(finish->finish_reason)) : json(nullptr)}};
@@ -597,17 +612,17 @@ std::string stream_chunk(const ResponseInfo& info, std::string_view text, const 
   return sse_event(chunk_envelope(info, json::array({std::move(choice)})));
 }
 
-std::string stream_role_chunk(const ResponseInfo& info) {
-  json choice = {{"index", 0},
+std::string stream_role_chunk(const ResponseInfo& info, int index) {
+  json choice = {{"index", index},
                  {"delta", {{"role", "assistant"}, {"content", ""}}},
                  {"logprobs", nullptr},
                  {"finish_reason", nullptr}};
   return sse_event(chunk_envelope(info, json::array({std::move(choice)})));
 }
 
-std::string stream_usage_chunk(const ResponseInfo& info, const RequestSummary& summary) {
+std::string stream_usage_chunk(const ResponseInfo& info, std::span<const RequestSummary> choices) {
   json chunk = chunk_envelope(info, json::array());
-  chunk["usage"] = usage(summary);
+  chunk["usage"] = usage(choices);
   return sse_event(chunk);
 }
 

@@ -66,9 +66,13 @@ struct GenerationCall {
   GenerationOptions options = {};
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk carries the token counts
+  int n = 1;                   // choices to generate, the i-th with seed + i
 };
 
-// /v1/completions: "prompt" is a string or token ids (one prompt per request; n must be 1).
+// Most choices one request may ask for (n).
+inline constexpr int kMaxChoices = 16;
+
+// /v1/completions: "prompt" is a string or token ids (one prompt per request).
 GenerationCall parse_completion(std::string_view body, const ApiModel& model);
 // /v1/chat/completions: "messages" go through the chat template; the template's end-of-turn token ends the reply.
 GenerationCall parse_chat_completion(std::string_view body, const ApiModel& model);
@@ -101,16 +105,22 @@ using TokenInfos = std::span<const RequestHandle::TokenInfo>;
 // of the generated text from `offset` on (advanced past these tokens).
 nlohmann::json logprobs_json(const ResponseInfo& info, TokenInfos tokens, size_t& offset);
 
-nlohmann::json completion_body(const ResponseInfo& info, const std::string& text, const RequestSummary& summary,
-                               TokenInfos logprobs = {});
-// One server-sent event ("data: {...}\n\n") carrying `text`, and with `finish` the finish reason; with logprobs,
-// those of the tokens since the previous chunk (`offset` as logprobs_json's).
-std::string stream_chunk(const ResponseInfo& info, std::string_view text, const RequestSummary* finish = nullptr,
-                         TokenInfos logprobs = {}, size_t* offset = nullptr);
-// The chat stream's first event, announcing the assistant's role (as OpenAI sends it).
-std::string stream_role_chunk(const ResponseInfo& info);
+// One choice's whole output, for a response that is not streamed.
+struct ChoiceOutput {
+  std::string text;
+  RequestSummary summary;
+  std::vector<RequestHandle::TokenInfo> logprobs;
+};
+// The response body; usage counts the prompt once and the completions of every choice.
+nlohmann::json completion_body(const ResponseInfo& info, std::span<const ChoiceOutput> choices);
+// One server-sent event ("data: {...}\n\n") carrying choice `index`'s `text`, and with `finish` its finish reason;
+// with logprobs, those of the tokens since the previous chunk (`offset` as logprobs_json's).
+std::string stream_chunk(const ResponseInfo& info, int index, std::string_view text,
+                         const RequestSummary* finish = nullptr, TokenInfos logprobs = {}, size_t* offset = nullptr);
+// The chat stream's first event for a choice, announcing the assistant's role (as OpenAI sends it).
+std::string stream_role_chunk(const ResponseInfo& info, int index);
 // The event with the token counts (stream_options.include_usage): empty choices, "usage" set.
-std::string stream_usage_chunk(const ResponseInfo& info, const RequestSummary& summary);
+std::string stream_usage_chunk(const ResponseInfo& info, std::span<const RequestSummary> choices);
 std::string sse_event(const nlohmann::json& data);
 
 // Parses `text` as JSON no deeper than `max_depth`; raises ApiError (400) for anything else: malformed JSON, numbers

@@ -22,6 +22,8 @@ using nlohmann::json;
 // How often a thread waiting on the scheduler looks at its client's socket: the bound on how long a slot stays taken
 // after its client went away.
 constexpr auto kClientPoll = std::chrono::milliseconds(50);
+// With several choices (n), how long one waits before the others are looked at again.
+constexpr auto kChoicePoll = std::chrono::milliseconds(5);
 
 // A request body past this size marks the memory it took for release when the server goes idle.
 constexpr size_t kLargeBody = 64 * 1024;
@@ -81,79 +83,122 @@ bool read_body(const httplib::Request& req, httplib::Response& res, const httpli
   return false;
 }
 
-// Relays one admitted request's output to its client: server-sent events when streaming, else one JSON body when
-// the request ends. Runs on the connection's HTTP thread, inside cpp-httplib's chunked content provider, and writes
-// the whole response in that one call. A failed write or a closed socket cancels the request.
+// Relays one admitted request's output to its client, all its choices (n): server-sent events when streaming, else one
+// JSON body when every choice has ended. Runs on the connection's HTTP thread, inside cpp-httplib's chunked content
+// provider, and writes the whole response in that one call. A failed write or a closed socket cancels the request.
 class Relay {
  public:
-  Relay(std::unique_ptr<RequestHandle> handle, const GenerationCall& call, ResponseInfo info,
+  Relay(std::vector<std::unique_ptr<RequestHandle>> handles, const GenerationCall& call, ResponseInfo info,
         std::shared_ptr<void> ticket)
-      : handle_(std::move(handle)),
+      : handles_(std::move(handles)),
         stream_(call.stream),
         include_usage_(call.include_usage),
         info_(std::move(info)),
-        ticket_(std::move(ticket)) {}
+        ticket_(std::move(ticket)),
+        choices_(handles_.size()) {}
 
   bool run(httplib::DataSink& sink) {
-    if (stream_ && info_.endpoint == Endpoint::ChatCompletions && !write(sink, stream_role_chunk(info_))) return false;
-    std::string text;  // the whole reply, when not streaming
-    while (true) {
-      auto update = handle_->wait(kClientPoll);
-      // A stream's first chunk goes out with the first token even if it shows no text yet (a special token, part
-      // of a character), so that clients see generation start: what time-to-first-token measures.
-      const bool first = !started_ && update.tokens > 0;
-      started_ = started_ || first;
-      if (!stream_) {
-        text += update.text;
-        logprobs_.insert(logprobs_.end(), std::make_move_iterator(update.logprobs.begin()),
-                         std::make_move_iterator(update.logprobs.end()));
-      } else if ((first || !update.text.empty() || !update.logprobs.empty()) &&
-                 !write(sink, stream_chunk(info_, update.text, nullptr, update.logprobs, &text_offset_))) {
-        return false;
+    if (stream_ && info_.endpoint == Endpoint::ChatCompletions) {
+      for (size_t i = 0; i < handles_.size(); ++i) {
+        if (!write(sink, stream_role_chunk(info_, static_cast<int>(i)))) return false;
       }
-      if (update.finished) break;
-      if (update.text.empty() && !sink.is_writable()) return abandon();
     }
-    if (!write(sink, ending(text, handle_->summary()))) return false;
+    size_t finished = 0;
+    while (finished < handles_.size()) {
+      // One choice waits the whole poll interval; the others are only looked at, so that none waits on another.
+      bool progress = false;
+      for (size_t i = 0; i < handles_.size(); ++i) {
+        Choice& c = choices_[i];
+        if (c.finished) continue;
+        const auto wait = progress || i != first_unfinished() ? std::chrono::milliseconds(0)
+                                                               : (handles_.size() > 1 ? kChoicePoll : kClientPoll);
+        auto update = handles_[i]->wait(wait);
+        // A stream's first chunk goes out with the first token even if it shows no text yet (a special token,
+        // part of a character), so that clients see generation start: what time-to-first-token measures.
+        const bool first = !c.started && update.tokens > 0;
+        c.started = c.started || first;
+        progress = progress || first || !update.text.empty() || update.finished;
+        if (!stream_) {
+          c.output.text += update.text;
+          c.output.logprobs.insert(c.output.logprobs.end(), std::make_move_iterator(update.logprobs.begin()),
+                                   std::make_move_iterator(update.logprobs.end()));
+        } else if ((first || !update.text.empty() || !update.logprobs.empty()) &&
+                   !write(sink, stream_chunk(info_, static_cast<int>(i), update.text, nullptr, update.logprobs,
+                                             &c.text_offset))) {
+          return false;
+        }
+        if (update.finished) {
+          c.finished = true;
+          c.output.summary = handles_[i]->summary();
+          ++finished;
+          if (stream_ && !failed(c.output.summary) &&
+              !write(sink, stream_chunk(info_, static_cast<int>(i), "", &c.output.summary))) {
+            return false;
+          }
+        }
+      }
+      if (!progress && !sink.is_writable()) return abandon();
+    }
+    if (!write(sink, ending())) return false;
     sink.done();
     return true;
   }
 
  private:
-  // What follows the generated text: the finish reason, the counts, [DONE]; or an error if the request did not end
-  // on its own.
-  std::string ending(const std::string& text, const RequestSummary& summary) const {
-    if (summary.cancelled || !summary.error.empty()) {
+  struct Choice {
+    ChoiceOutput output;
+    bool started = false;  // a chunk carrying generated output has gone out
+    bool finished = false;
+    size_t text_offset = 0;  // a stream's completions text_offset so far
+  };
+
+  static bool failed(const RequestSummary& s) { return s.cancelled || !s.error.empty(); }
+
+  size_t first_unfinished() const {
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      if (!choices_[i].finished) return i;
+    }
+    return choices_.size();
+  }
+
+  // What follows the generated text: the body, or a stream's counts and [DONE]; an error if a choice did not end on
+  // its own.
+  std::string ending() const {
+    for (const Choice& c : choices_) {
+      const RequestSummary& summary = c.output.summary;
+      if (!failed(summary)) continue;
       const ApiError error = summary.error.empty()
                                  ? ApiError(503, "cancelled", "the request was cancelled: the server is shutting down")
                                  : ApiError(500, "internal_error", "internal server error: generation failed");
       if (!summary.error.empty()) log_internal_error("generation", summary.error);
       return stream_ ? sse_event(error.body()) + "data: [DONE]\n\n" : dump(error.body());
     }
-    if (!stream_) return dump(completion_body(info_, text, summary, logprobs_));
-    std::string out = stream_chunk(info_, "", &summary);
-    if (include_usage_) out += stream_usage_chunk(info_, summary);
-    return out + "data: [DONE]\n\n";
+    std::vector<ChoiceOutput> outputs;
+    std::vector<RequestSummary> summaries;
+    for (const Choice& c : choices_) {
+      outputs.push_back(c.output);
+      summaries.push_back(c.output.summary);
+    }
+    if (!stream_) return dump(completion_body(info_, outputs));
+    return (include_usage_ ? stream_usage_chunk(info_, summaries) : "") + "data: [DONE]\n\n";
   }
 
   bool write(httplib::DataSink& sink, const std::string& data) {
     return sink.write(data.data(), data.size()) || abandon();
   }
 
-  // The client is gone: free the slot at the scheduler's next step.
+  // The client is gone: free the slots at the scheduler's next step.
   bool abandon() {
-    handle_->cancel();
+    for (auto& handle : handles_) handle->cancel();
     return false;
   }
 
-  std::unique_ptr<RequestHandle> handle_;
+  std::vector<std::unique_ptr<RequestHandle>> handles_;
   bool stream_;
   bool include_usage_;
-  bool started_ = false;  // a chunk carrying generated output has gone out
   ResponseInfo info_;
-  std::vector<RequestHandle::TokenInfo> logprobs_;  // the whole reply's, when not streaming
-  size_t text_offset_ = 0;                          // a stream's completions text_offset so far
   std::shared_ptr<void> ticket_;  // the server's InFlight count, held until the response is written
+  std::vector<Choice> choices_;
 };
 
 }  // namespace
@@ -472,13 +517,13 @@ void Server::generate(const httplib::Request& req, const std::string& body, http
       call = parse_chat_completion(body, model);
     }
 
-    std::unique_ptr<RequestHandle> handle;
+    std::vector<std::unique_ptr<RequestHandle>> handles;
     try {
-      handle = scheduler_->try_submit(call.prompt, call.options);
+      handles = scheduler_->try_submit_copies(call.prompt, call.options, call.n);
     } catch (const Error& e) {
       throw ApiError(400, "invalid_value", e.what());
     }
-    if (!handle) {
+    if (handles.empty()) {
       res.set_header("Retry-After", "1");
       const auto stats = scheduler_->stats();
       throw ApiError(503, "server_busy",
@@ -486,7 +531,7 @@ void Server::generate(const httplib::Request& req, const std::string& body, http
                          std::to_string(stats.waiting) + " waiting); retry later");
     }
 
-    auto relay = std::make_shared<Relay>(std::move(handle), call,
+    auto relay = std::make_shared<Relay>(std::move(handles), call,
                                          ResponseInfo{endpoint, request_id(endpoint), std::time(nullptr), served_.id,
                                                       served_.tokenizer.get(), call.options.top_logprobs >= 0},
                                          std::move(ticket));

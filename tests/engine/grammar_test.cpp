@@ -265,6 +265,51 @@ TEST_F(GrammarTest, DrawsFollowTheMaskedDistribution) {
   }
 }
 
+// Hostile sizes end in errors or bounded work, never in a stack overflow: deep groups, deep patterns, objects of
+// two thousand properties, chains of thousands of rules that each start with the next.
+TEST_F(GrammarTest, HostileSizesAreBounded) {
+  EXPECT_NE(error_of("root ::= " + std::string(5000, '(') + "\"a\"" + std::string(5000, ')') + "\n").find("nest"),
+            std::string::npos);
+  const auto keyword_of = [](const std::string& schema) {
+    try {
+      json_schema_to_gbnf(Json::parse(schema));
+    } catch (const SchemaError& e) {
+      return e.keyword();
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_EQ(keyword_of(R"({"pattern":")" + std::string(5000, '(') + "a" + std::string(5000, ')') + "\"}"), "pattern");
+  std::string defs = R"({"$defs":{)";
+  for (int i = 0; i < 1000; ++i) {
+    defs += "\"d";
+    defs += std::to_string(i);
+    defs += R"(":{"$ref":"#/$defs/d)";
+    defs += std::to_string(i + 1);
+    defs += "\"},";
+  }
+  defs += R"("d1000":{"type":"null"}},"$ref":"#/$defs/d0"})";
+  EXPECT_EQ(keyword_of(defs), "$ref");
+  Json wide = {{"type", "object"}, {"properties", Json::object()}};
+  for (int i = 0; i < 2000; ++i) {
+    std::string name = "p";
+    name += std::to_string(i);
+    wide["properties"][name] = {{"type", "integer"}};
+  }
+  const std::string gbnf = json_schema_to_gbnf(wide);
+  EXPECT_TRUE(matches(gbnf, R"({"p0":1,"p1999":2})"));
+  EXPECT_FALSE(matches(gbnf, R"({"p1999":2,"p0":1})"));  // the schema's order
+  std::string chain;
+  for (int i = 0; i < 3000; ++i) {
+    chain += "r";
+    chain += std::to_string(i);
+    chain += " ::= r";
+    chain += std::to_string(i + 1);
+    chain += " | \"x\"\n";
+  }
+  chain += "r3000 ::= \"y\"\nroot ::= r0\n";
+  EXPECT_TRUE(matches(chain, "x"));  // the fork chain is cut, the short parses remain
+}
+
 // On random weights only the grammar makes the output valid: every answer that ends by "stop" parses and has the
 // schema's shape, for greedy and sampled decoding alike.
 TEST_F(GrammarTest, GenerationFollowsTheSchemaOnTheFixtureModel) {

@@ -300,3 +300,88 @@ TEST(LogitBias, SteersTheSampler) {
 
 }  // namespace
 }  // namespace ernie
+
+namespace ernie {
+namespace {
+
+// n choices: each its own seed (seed + i), the same request gives the same choices, streamed or not, and the copies
+// take the prompt's KV blocks from the first instead of computing them again.
+TEST(Choices, NCopiesAreReproducibleAndShareThePrompt) {
+  TestServer s;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(100 + i * 7);  // 2 full blocks of 16 and a partial one
+  const json request = {{"prompt", prompt}, {"n", 3}, {"seed", 42}, {"max_tokens", 12}, {"temperature", 1.0},
+                        {"ignore_eos", true}};
+  const double hits_before = s.metric("ernie_prefix_cache_hits_total");
+  const Reply first = s.post("/v1/completions", request);
+  ASSERT_EQ(first.status, 200) << first.body;
+  const double hits_after = s.metric("ernie_prefix_cache_hits_total");
+  EXPECT_EQ(hits_after - hits_before, 2 * 32) << "each copy should attach the two full blocks of the prompt";
+  const json body = first.body_json();
+  ASSERT_EQ(body["choices"].size(), 3u);
+  std::vector<std::string> texts;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(body["choices"][i]["index"], i);
+    EXPECT_EQ(body["choices"][i]["finish_reason"], "length");
+    texts.push_back(body["choices"][i]["text"]);
+  }
+  EXPECT_EQ(body["usage"]["prompt_tokens"], 40);
+  EXPECT_EQ(body["usage"]["completion_tokens"], 36);
+  EXPECT_TRUE(texts[0] != texts[1] || texts[1] != texts[2]) << "three seeds gave three identical answers";
+  // The same request again, and streamed: the same three answers.
+  EXPECT_EQ(s.post("/v1/completions", request).body_json()["choices"], body["choices"]);
+  json streamed = request;
+  streamed["stream"] = true;
+  const Reply r = s.post("/v1/completions", streamed);
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<std::string> parts(3);
+  std::vector<int> finishes(3, 0);
+  for (const std::string& e : r.events()) {
+    if (e == "[DONE]") break;
+    const json chunk = json::parse(e);
+    for (const json& c : chunk["choices"]) {
+      const int index = c["index"];
+      ASSERT_TRUE(index >= 0 && index < 3) << e;
+      parts[index] += c["text"].get<std::string>();
+      if (!c["finish_reason"].is_null()) ++finishes[index];
+    }
+  }
+  EXPECT_EQ(parts, texts);
+  EXPECT_EQ(finishes, std::vector<int>({1, 1, 1}));
+  // The copy of seed 42 + 1 is what n = 1 with seed 43 gives.
+  json single = request;
+  single["n"] = 1;
+  single["seed"] = 43;
+  EXPECT_EQ(s.post("/v1/completions", single).body_json()["choices"][0]["text"], texts[1]);
+}
+
+// Chat choices stream their role first, each with its index; more copies than the server can ever hold are a 503
+// (busy), not a wait.
+TEST(Choices, ChatStreamsEachChoiceAndCapacityIsAllOrNothing) {
+  TestServer s;
+  const Reply r = s.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"n", 2},
+                                                      {"max_tokens", 5}, {"stream", true}, {"seed", 1},
+                                                      {"stream_options", {{"include_usage", true}}}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::vector<int> roles(2, 0);
+  int usage_chunks = 0;
+  for (const std::string& e : r.events()) {
+    if (e == "[DONE]") break;
+    const json chunk = json::parse(e);
+    if (chunk.contains("usage")) {
+      ++usage_chunks;
+      EXPECT_EQ(chunk["usage"]["completion_tokens"].get<int>() > 0, true);
+    }
+    for (const json& c : chunk["choices"]) {
+      if (c["delta"].contains("role")) ++roles[c["index"].get<int>()];
+    }
+  }
+  EXPECT_EQ(roles, std::vector<int>({1, 1}));
+  EXPECT_EQ(usage_chunks, 1);
+  // test_options(): 4 running + 4 waiting; 9 copies can never fit at once.
+  const Reply busy = s.post("/v1/completions", json{{"prompt", "x"}, {"n", 9}, {"max_tokens", 2}});
+  EXPECT_EQ(busy.status, 503) << busy.body;
+}
+
+}  // namespace
+}  // namespace ernie

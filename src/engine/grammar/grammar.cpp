@@ -13,6 +13,7 @@ namespace ernie {
 namespace {
 
 constexpr uint32_t kMaxRepetition = 100000;
+constexpr int kMaxGroupDepth = 100;
 constexpr size_t kMaxElements = 2'000'000;
 constexpr char32_t kMaxCodePoint = code_points::kMax;
 
@@ -257,11 +258,14 @@ class GbnfParser {
       return class_piece(normalized(complement({})));
     }
     if (c == '(') {
+      // Groups nest by recursion: bounded, so that hostile text cannot overflow the stack.
+      if (++group_depth_ > kMaxGroupDepth) error("groups nest deeper than " + std::to_string(kMaxGroupDepth));
       ++pos_;
       skip_space(true);
       const uint32_t rule = helper_rule();
       auto alternatives = read_alternatives(true);  // may add rules: assign after
       bodies_[rule] = std::move(alternatives);
+      --group_depth_;
       skip_space(true);
       if (peek() != ')') error("expected ')'");
       ++pos_;
@@ -483,6 +487,7 @@ class GbnfParser {
 
   std::string_view text_;
   size_t pos_ = 0;
+  int group_depth_ = 0;
   std::unordered_map<std::string, uint32_t> ids_;
   std::vector<std::string> names_;
   std::vector<std::vector<Piece>> bodies_;

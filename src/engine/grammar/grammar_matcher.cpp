@@ -13,7 +13,9 @@ namespace {
 // without bound.
 constexpr size_t kMaxStackDepth = 2000;
 // A state with more parses than this keeps the first ones; only a pathologically ambiguous grammar gets here.
-constexpr size_t kMaxStacks = 4096;
+constexpr size_t kMaxStacks = 16384;
+constexpr size_t kLinearDedupe = 32;
+constexpr size_t kMaxForkDepth = 2000;
 // Distinct states whose masks a matcher keeps; past it the cache starts over.
 constexpr size_t kMaxCachedMasks = 256;
 // The interned-state table starts over before a walk once it holds this many states, and a walk that would take it
@@ -120,7 +122,9 @@ void GrammarMatcher::expand(std::vector<uint32_t>& stack, State& out, size_t dep
     }
     stack.pop_back();
     if (g.element(position + 1).kind != Grammar::Kind::End) stack.push_back(position + 1);
-    if (stack.size() >= kMaxStackDepth) return;
+    // Too deep a stack, or a chain of forks that long (thousands of rules each starting with the next): dropped, as
+    // a parse the matcher will not follow, rather than recursing without bound.
+    if (stack.size() >= kMaxStackDepth || depth >= kMaxForkDepth) return;
     const auto alternatives = g.alternatives(e.index);
     for (size_t i = 0; i + 1 < alternatives.size(); ++i) {
       std::vector<uint32_t>& fork = scratch_[depth];
@@ -132,15 +136,41 @@ void GrammarMatcher::expand(std::vector<uint32_t>& stack, State& out, size_t dep
   }
 }
 
-void GrammarMatcher::add_stack(const std::vector<uint32_t>& stack, State& out) const {
+// Adds `stack` to `out` unless it is there already: a linear scan while `out` is small, past that an index of the
+// stacks' hashes (an object schema with a thousand optional properties has a stack per property that may come next).
+void GrammarMatcher::add_stack(const std::vector<uint32_t>& stack, State& out) {
   if (out.ends.size() >= kMaxStacks) return;
-  uint32_t begin = 0;
-  for (const uint32_t end : out.ends) {
-    if (end - begin == stack.size() && std::equal(stack.begin(), stack.end(), out.data.begin() + begin)) return;
-    begin = end;
+  const auto same = [&](uint32_t index) {
+    const uint32_t begin = index == 0 ? 0 : out.ends[index - 1];
+    return out.ends[index] - begin == stack.size() && std::equal(stack.begin(), stack.end(), out.data.begin() + begin);
+  };
+  const auto hash = [](const uint32_t* data, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; ++i) h = (h ^ data[i]) * 1099511628211ull;
+    return h;
+  };
+  if (out.ends.size() < kLinearDedupe) {
+    for (uint32_t i = 0; i < out.ends.size(); ++i) {
+      if (same(i)) return;
+    }
+    indexed_state_ = nullptr;  // the index, if any, is of another state (or of this object before it was cleared)
+  } else {
+    if (indexed_state_ != &out || indexed_count_ != out.ends.size()) {  // (re)build the index for this state
+      stack_index_.clear();
+      for (uint32_t i = 0, begin = 0; i < out.ends.size(); begin = out.ends[i++]) {
+        stack_index_.emplace(hash(out.data.data() + begin, out.ends[i] - begin), i);
+      }
+      indexed_state_ = &out;
+    }
+    const uint64_t h = hash(stack.data(), stack.size());
+    for (auto [it, end] = stack_index_.equal_range(h); it != end; ++it) {
+      if (same(it->second)) return;
+    }
+    stack_index_.emplace(h, static_cast<uint32_t>(out.ends.size()));
   }
   out.data.insert(out.data.end(), stack.begin(), stack.end());
   out.ends.push_back(static_cast<uint32_t>(out.data.size()));
+  indexed_count_ = out.ends.size();
 }
 
 void GrammarMatcher::advance(const State& from, uint8_t byte, State& to) {

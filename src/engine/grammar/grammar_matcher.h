@@ -91,7 +91,7 @@ class GrammarMatcher {
   // Where each byte leads from an interned state: an interned id, kDead, or kUnknown (not computed yet).
   using Transitions = std::array<int32_t, 256>;
   void expand(std::vector<uint32_t>& stack, State& out, size_t depth);
-  void add_stack(const std::vector<uint32_t>& stack, State& out) const;
+  void add_stack(const std::vector<uint32_t>& stack, State& out);
   void advance(const State& from, uint8_t byte, State& to);
   bool advance_bytes(const State& from, std::string_view bytes, State& out);
   static std::string key(const State& state);
@@ -119,6 +119,10 @@ class GrammarMatcher {
   size_t max_interned_states_;
   std::vector<int32_t> level_ids_;  // walk_interned(): the state after each trie depth
   State next_;                      // transition() scratch
+  // add_stack(): hashes of the stacks of the state being built, once it is large.
+  std::unordered_multimap<uint64_t, uint32_t> stack_index_;
+  const State* indexed_state_ = nullptr;
+  size_t indexed_count_ = 0;
 };
 
 }  // namespace ernie

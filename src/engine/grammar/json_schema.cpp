@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <map>
 #include <optional>
-#include <functional>
 #include <set>
 #include <vector>
 
@@ -160,6 +159,13 @@ class SchemaCompiler {
   }
 
   std::string visit(const Json& s, const std::string& where) {
+    // Schemas nest by recursion; the JSON's depth bounds it, and this bounds chains of references.
+    struct Depth {
+      int& depth;
+      explicit Depth(int& d) : depth(++d) {}
+      ~Depth() { --depth; }
+    } guard(depth_);
+    if (depth_ > 256) refuse("$ref", where, "the schema nests (through references) deeper than 256 levels");
     if (s.is_boolean()) {
       if (!s.get<bool>()) refuse("", where, "the schema 'false' admits no value");
       return "value";
@@ -318,22 +324,23 @@ class SchemaCompiler {
       const std::string v = schema ? visit(*schema, child(where, "properties/" + name)) : "value";
       pairs.push_back(literal_json(Json(name)) + " space \":\" space " + v);
     }
-    // tail(i, comma): the members from i on, `comma` saying whether one came before. Optional members may be left
-    // out, so each position has two rules at most.
-    std::map<std::pair<size_t, bool>, std::string> memo;
-    const std::function<std::string(size_t, bool)> tail = [&](size_t i, bool comma) -> std::string {
-      if (i == members.size()) return "";
-      if (const auto it = memo.find({i, comma}); it != memo.end()) return it->second;
-      const std::string next = tail(i + 1, true);
-      const std::string take = (comma ? "space \",\" space " : "") + pairs[i] + (next.empty() ? "" : " " + next);
-      std::string body = take;
-      if (!required.count(members[i].first)) {
-        const std::string skip = tail(i + 1, comma);
-        body = skip.empty() ? "( " + take + " )?" : take + " | " + skip;
-      }
-      return memo[{i, comma}] = rule("obj", body);
-    };
-    return rule("object", "\"{\" space " + tail(0, false) + " space \"}\"");
+    // choice[i]: a member from i on comes next (the optional ones before it left out), then the rest; rest[i]: what
+    // may follow once the members before i are settled, each after one shared separator. Factoring the separator out
+    // keeps one parse per member that may come next, not three (the separator's whitespace forms). Built from the
+    // end, without recursion: objects may declare thousands of properties.
+    const size_t n = members.size();
+    std::vector<bool> optional_from(n + 1, true);  // all members from i on are optional
+    for (size_t i = n; i-- > 0;) optional_from[i] = optional_from[i + 1] && !required.count(members[i].first);
+    std::vector<std::string> choice(n + 1), rest(n + 1);
+    for (size_t i = n; i-- > 0;) {
+      const std::string take = pairs[i] + (rest[i + 1].empty() ? "" : " " + rest[i + 1]);
+      const bool skippable = !required.count(members[i].first) && i + 1 < n;
+      choice[i] = rule("obj", skippable ? take + " | " + choice[i + 1] : take);
+      rest[i] = optional_from[i] ? rule("obj", "( space \",\" space " + choice[i] + " )?")
+                                 : rule("obj", "space \",\" space " + choice[i]);
+    }
+    const std::string members_rule = optional_from[0] ? "( " + choice[0] + " )?" : choice[0];
+    return rule("object", "\"{\" space " + members_rule + " space \"}\"");
   }
 
   std::string array(const Json& s, const std::string& where) {
@@ -415,6 +422,7 @@ class SchemaCompiler {
   }
 
   const Json& root_;
+  int depth_ = 0;
   std::vector<std::pair<std::string, std::string>> rules_;
   std::map<std::string, std::string> by_body_;
   std::map<std::string, std::string> refs_;

@@ -267,6 +267,7 @@ class RegexCompiler {
   std::string atom() {
     const char c = peek();
     if (c == '(') {
+      if (++depth_ > 100) error("groups nested deeper than 100");  // recursion: bounded against hostile patterns
       ++pos_;
       if (peek() == '?') {
         if (p_.substr(pos_, 2) != "?:") error("lookaround and named groups");
@@ -275,6 +276,7 @@ class RegexCompiler {
       std::string inner = alternation();
       if (peek() != ')') error("an unclosed group");
       ++pos_;
+      --depth_;
       return inner.empty() ? "" : "(" + inner + ")";
     }
     if (c == '[') {
@@ -299,6 +301,7 @@ class RegexCompiler {
 
   std::string_view p_;
   size_t pos_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace
