@@ -180,6 +180,23 @@ def main():
          "max_completion_tokens": 8, "temperature": 0, "n": 1, "stop": "User:"}).encode())
     put("request_fuzz", "predict", b"\x02max_tokens=8&temperature=0.5\0" + json.dumps({"text": "Hi there"}).encode())
     put("request_fuzz", "predict_query", b"\x02text=hello&top_p=0.9&seed=3\0")
+    # Structured output, logprobs, logit_bias, n: the grammar compilers and the matcher behind them.
+    put("request_fuzz", "json_schema", b"\x01" + json.dumps(
+        {"messages": [{"role": "user", "content": "Person?"}], "max_tokens": 40, "n": 2, "logprobs": True,
+         "top_logprobs": 2, "logit_bias": {"5": -3},
+         "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {
+             "type": "object", "$defs": {"tag": {"enum": ["a", "b", None, 3]}},
+             "properties": {"name": {"type": "string", "maxLength": 8},
+                            "age": {"type": "integer", "minimum": -3, "maximum": 140},
+                            "when": {"type": "string", "format": "date"},
+                            "code": {"type": "string", "pattern": "^[A-Z]{2}\\d{2,3}(x|y)?$"},
+                            "tags": {"type": "array", "items": {"$ref": "#/$defs/tag"}, "maxItems": 3},
+                            "kind": {"anyOf": [{"type": "boolean"}, {"type": "null"}, {"const": "k"}]}},
+             "required": ["name", "age"], "additionalProperties": False}}}}).encode())
+    put("request_fuzz", "json_object", b"\x00" + json.dumps(
+        {"prompt": "x", "max_tokens": 8, "logprobs": 3, "response_format": {"type": "json_object"}}).encode())
+    put("request_fuzz", "gbnf", b"\x00" + json.dumps(
+        {"prompt": "x", "max_tokens": 8, "grammar": "root ::= item (\",\" item){0,3}\nitem ::= [a-z\u4e00-\u9fff]+ | \"\\\"\" [0-9]{2}\n"}).encode())
     # 0xF0 and up: /tokenize (even) and /detokenize (odd).
     put("request_fuzz", "tokenize_pieces", b"\xf0" + json.dumps(
         {"content": "\u4f60\u597d <|end_of_sentence|> \U0001f600", "with_pieces": True, "add_special": True}).encode())

@@ -2,11 +2,14 @@
 // byte picks the endpoint: 0 /v1/completions, 1 /v1/chat/completions, 2 /predict. For /predict the input up to the
 // next NUL is the query string (name=value pairs split at '&' and the first '=', already decoded, as the HTTP layer
 // hands them over), the rest the body; for the others everything after the first byte is the body. Each request
-// must give a GenerationCall that fits the context, or raise ApiError; any other exception is a finding.
+// must give a GenerationCall that fits the context, or raise ApiError; any other exception is a finding. A call with a
+// grammar (response_format, "grammar") is then walked for a few tokens: its mask must agree with the token-by-token
+// check, hold a token unless the grammar is complete, and every allowed token must be accepted.
 #include <exception>
 #include <optional>
 
 #include "core/error.h"
+#include "engine/grammar/grammar_matcher.h"
 #include "fuzz_support.h"
 #include "model/config.h"
 #include "server/api.h"
@@ -17,6 +20,7 @@ struct Served {
   ernie::Tokenizer tokenizer = ernie::Tokenizer::load(ERNIE_DEMO_MODEL_DIR);
   int vocab_size = ernie::ModelConfig::load(ERNIE_DEMO_MODEL_DIR).vocab_size;
   ernie::ChatTemplate chat_template = ernie::ChatTemplate::parse(tokenizer.chat_template());
+  ernie::TokenTrie trie{tokenizer};
   ernie::GenerationOptions defaults = ernie::default_generation_options(
       ernie::ModelConfig::load(ERNIE_DEMO_MODEL_DIR), ernie::GenerationDefaults::load(ERNIE_DEMO_MODEL_DIR));
 };
@@ -40,6 +44,25 @@ std::vector<std::pair<std::string, std::string>> split_query(std::string_view qu
     }
   }
   return pairs;
+}
+
+// A few steps of constrained decoding, each token picked by the seed among the allowed ones.
+void walk_grammar(const std::shared_ptr<const ernie::Grammar>& grammar, const ernie::TokenTrie& trie, uint64_t seed) {
+  ernie::GrammarMatcher matcher(grammar, trie);
+  for (int step = 0; step < 6 && !matcher.must_end(); ++step) {
+    const std::vector<uint64_t> mask = matcher.allowed_tokens();
+    std::vector<int32_t> allowed;
+    for (int32_t t = 0; t < trie.vocab_size(); ++t) {
+      const bool bit = (mask[t >> 6] >> (t & 63)) & 1;
+      if (bit) allowed.push_back(t);
+      if ((t % 97 == static_cast<int32_t>(seed % 97) || bit) && bit != matcher.allows(t)) {
+        ernie::fuzz::violation("the mask and the token-by-token check disagree");
+      }
+    }
+    if (allowed.empty()) return;  // complete, or a grammar the vocabulary cannot write (the engine reports that)
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    if (!matcher.accept(allowed[(seed >> 33) % allowed.size()])) ernie::fuzz::violation("an allowed token was refused");
+  }
 }
 
 }  // namespace
@@ -96,6 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int32_t id : call.prompt) {
       if (id < 0) fuzz::violation("negative prompt id");
     }
+    if (call.options.grammar) walk_grammar(call.options.grammar, s.trie, size);
   } catch (const ApiError& e) {
     // Must carry a usable HTTP status and serialize.
     if (e.status() < 400 || e.status() > 599) fuzz::violation("ApiError with a non-error status", e.what());
