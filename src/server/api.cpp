@@ -226,9 +226,9 @@ void apply_logprobs(const Fields& fields, Endpoint endpoint, GenerationOptions& 
   if (wanted) o.top_logprobs = top ? check("top_logprobs", *top) : 0;
 }
 
-std::shared_ptr<const Grammar> compile_grammar(const std::string& gbnf, const char* param) {
+std::shared_ptr<const Grammar> compile_grammar(const std::string& gbnf, const char* param, GrammarCache* cache) {
   try {
-    return std::make_shared<const Grammar>(Grammar::parse(gbnf));
+    return cache ? cache->compile(gbnf) : std::make_shared<const Grammar>(Grammar::parse(gbnf));
   } catch (const Error& e) {
     invalid(param, std::string("the grammar does not compile: ") + e.what(), "invalid_grammar");
   }
@@ -236,13 +236,13 @@ std::shared_ptr<const Grammar> compile_grammar(const std::string& gbnf, const ch
 
 // response_format (json_object, json_schema) or llama-server's "grammar" (GBNF): the grammar output must follow.
 // The schema is read again from the body in its written order, so properties come out in the order it gives them.
-void apply_constraint(const Fields& fields, std::string_view body, GenerationOptions& o) {
+void apply_constraint(const Fields& fields, std::string_view body, const ApiModel& model, GenerationOptions& o) {
   const json* format = fields.get("response_format");
   const json* grammar = fields.get("grammar");
   if (format && grammar) invalid("grammar", "give 'response_format' or 'grammar', not both");
   if (grammar) {
     if (!grammar->is_string()) invalid("grammar", "'grammar' must be a string of GBNF", "invalid_type");
-    if (!grammar->get<std::string>().empty()) o.grammar = compile_grammar(grammar->get<std::string>(), "grammar");
+    if (!grammar->get<std::string>().empty()) o.grammar = compile_grammar(grammar->get<std::string>(), "grammar", model.grammars);
     return;
   }
   if (!format) return;
@@ -252,7 +252,7 @@ void apply_constraint(const Fields& fields, std::string_view body, GenerationOpt
   const std::string type = (*format)["type"].get<std::string>();
   if (type == "text") return;
   if (type == "json_object") {
-    o.grammar = compile_grammar(any_json_gbnf(/*object_only=*/true), "response_format");
+    o.grammar = compile_grammar(any_json_gbnf(/*object_only=*/true), "response_format", model.grammars);
     return;
   }
   if (type != "json_schema") {
@@ -274,7 +274,7 @@ void apply_constraint(const Fields& fields, std::string_view body, GenerationOpt
     const std::string param = "response_format.json_schema.schema";
     invalid(param, e.what(), e.keyword().empty() ? "invalid_schema" : "unsupported_schema_keyword");
   }
-  o.grammar = compile_grammar(gbnf, "response_format");
+  o.grammar = compile_grammar(gbnf, "response_format", model.grammars);
 }
 
 void read_choices(const Fields& fields, GenerationCall& call) {
@@ -440,7 +440,7 @@ GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
   apply_sampling(fields, model.limits, call.options);
   apply_logit_bias(fields, model, call.options);
   apply_logprobs(fields, call.endpoint, call.options);
-  apply_constraint(fields, body, call.options);
+  apply_constraint(fields, body, model, call.options);
   call.prompt = completion_prompt(fields.get("prompt"), model);
   fit_context(fields, "prompt", "max_tokens", call.prompt, model, call.options);
   return call;
@@ -457,7 +457,7 @@ GenerationCall parse_chat_completion(std::string_view body, const ApiModel& mode
   apply_sampling(fields, model.limits, call.options);
   apply_logit_bias(fields, model, call.options);
   apply_logprobs(fields, call.endpoint, call.options);
-  apply_constraint(fields, body, call.options);
+  apply_constraint(fields, body, model, call.options);
   call.prompt = chat_prompt(chat_messages(fields.get("messages"), model.limits), model);
   const bool newer_name = fields.get("max_completion_tokens") != nullptr;
   fit_context(fields, "messages", newer_name ? "max_completion_tokens" : "max_tokens", call.prompt, model,

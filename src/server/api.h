@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/generator.h"
+#include "engine/grammar/grammar.h"
 #include "engine/scheduler.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -58,6 +59,7 @@ struct ApiModel {
   int context_length;
   int vocab_size;
   RequestLimits limits = {};
+  GrammarCache* grammars = nullptr;  // compiled grammars shared across requests; null: each request compiles its own
 };
 
 struct GenerationCall {

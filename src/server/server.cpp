@@ -451,7 +451,8 @@ ApiModel Server::api_model() const {
           .id = served_.id,
           .context_length = scheduler_->context_length(),
           .vocab_size = served_.model->config().vocab_size,
-          .limits = options_.limits};
+          .limits = options_.limits,
+          .grammars = &grammars_};
 }
 
 void Server::props(httplib::Response& res) const {

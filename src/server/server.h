@@ -118,6 +118,7 @@ class Server {
   // Set by serve_model() before ready_ turns true, then read-only.
   ServedModel served_;
   std::optional<ChatTemplate> chat_template_;
+  mutable GrammarCache grammars_;  // requests with one schema share its grammar and masks
   GenerationOptions defaults_;
   std::unique_ptr<Scheduler> scheduler_;
   std::atomic<bool> ready_{false};

@@ -503,4 +503,21 @@ Grammar Grammar::parse(std::string_view gbnf, std::string_view root) {
   return GbnfParser(gbnf).run(root);
 }
 
+std::shared_ptr<const Grammar> GrammarCache::compile(const std::string& gbnf) {
+  {
+    std::lock_guard lock(mutex_);
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (entries_[i].first != gbnf) continue;
+      std::rotate(entries_.begin() + static_cast<ptrdiff_t>(i), entries_.begin() + static_cast<ptrdiff_t>(i) + 1,
+                  entries_.end());
+      return entries_.back().second;
+    }
+  }
+  auto grammar = std::make_shared<const Grammar>(Grammar::parse(gbnf));  // outside the lock: may take a while
+  std::lock_guard lock(mutex_);
+  if (entries_.size() >= capacity_) entries_.erase(entries_.begin());
+  entries_.emplace_back(gbnf, grammar);
+  return grammar;
+}
+
 }  // namespace ernie

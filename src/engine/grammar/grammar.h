@@ -17,9 +17,12 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace ernie {
@@ -33,6 +36,29 @@ struct ByteSet {
     for (int b = lo; b <= hi; ++b) add(static_cast<uint8_t>(b));
   }
   bool operator==(const ByteSet&) const = default;
+};
+
+// Token masks by key (a vocabulary's id and a grammar state), shared by every matcher of one grammar: requests that
+// use the same schema reuse each other's masks. Thread-safe; holds at most `capacity` masks and starts over when full.
+class MaskCache {
+ public:
+  using Mask = std::shared_ptr<const std::vector<uint64_t>>;
+  explicit MaskCache(size_t capacity = 256) : capacity_(capacity) {}
+  Mask find(const std::string& key) const {
+    std::lock_guard lock(mutex_);
+    const auto it = masks_.find(key);
+    return it == masks_.end() ? nullptr : it->second;
+  }
+  void insert(std::string key, Mask mask) {
+    std::lock_guard lock(mutex_);
+    if (masks_.size() >= capacity_) masks_.clear();
+    masks_.emplace(std::move(key), std::move(mask));
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, Mask> masks_;
+  size_t capacity_;
 };
 
 class Grammar {
@@ -56,6 +82,8 @@ class Grammar {
   size_t rule_count() const { return rules_.size(); }
   const std::string& rule_name(uint32_t rule) const { return rules_[rule].name; }
   size_t element_count() const { return elements_.size(); }
+  // The masks matchers of this grammar have found (grammar_matcher.h); mutable behind its own lock.
+  MaskCache& shared_masks() const { return *masks_; }
 
  private:
   friend class GbnfParser;
@@ -69,6 +97,21 @@ class Grammar {
   std::vector<ByteSet> byte_sets_;
   std::vector<Rule> rules_;
   uint32_t root_ = 0;
+  std::shared_ptr<MaskCache> masks_ = std::make_shared<MaskCache>();
+};
+
+// Compiled grammars by their GBNF text, so that requests with the same schema share one Grammar (and its masks).
+// Thread-safe; keeps the `capacity` most recently used.
+class GrammarCache {
+ public:
+  explicit GrammarCache(size_t capacity = 16) : capacity_(capacity) {}
+  // Raises ernie::Error as Grammar::parse does (failures are not cached).
+  std::shared_ptr<const Grammar> compile(const std::string& gbnf);
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<std::string, std::shared_ptr<const Grammar>>> entries_;  // most recently used last
+  size_t capacity_;
 };
 
 }  // namespace ernie

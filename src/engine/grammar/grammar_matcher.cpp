@@ -1,6 +1,7 @@
 #include "engine/grammar/grammar_matcher.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <numeric>
 
@@ -31,6 +32,8 @@ constexpr int32_t kOverflow = -3;
 // ---- TokenTrie -----------------------------------------------------------------------------------------------------
 
 TokenTrie::TokenTrie(const Tokenizer& tokenizer) : vocab_size_(tokenizer.vocab_size()) {
+  static std::atomic<uint64_t> next_id{1};
+  id_ = next_id++;
   offsets_.reserve(static_cast<size_t>(vocab_size_) + 1);
   std::vector<int32_t> ids;
   for (int32_t id = 0; id < vocab_size_; ++id) {
@@ -300,6 +303,13 @@ void GrammarMatcher::walk_direct() {
 const std::vector<uint64_t>& GrammarMatcher::allowed_tokens() {
   std::string k = key(state_);
   if (const auto it = masks_.find(k); it != masks_.end()) return it->second;
+  if (masks_.size() >= kMaxCachedMasks) masks_.clear();
+  // Another request with the same grammar may have been here.
+  const uint64_t vocabulary = trie_.id();
+  std::string shared_key(reinterpret_cast<const char*>(&vocabulary), sizeof vocabulary);
+  shared_key += k;
+  MaskCache& shared = grammar_->shared_masks();
+  if (const auto mask = shared.find(shared_key)) return masks_.emplace(std::move(k), *mask).first->second;
   const auto reset_table = [&] {
     interned_.clear();
     transitions_.clear();
@@ -314,7 +324,7 @@ const std::vector<uint64_t>& GrammarMatcher::allowed_tokens() {
     std::fill(mask_.begin(), mask_.end(), 0);
     walk_direct();
   }
-  if (masks_.size() >= kMaxCachedMasks) masks_.clear();
+  shared.insert(std::move(shared_key), std::make_shared<const std::vector<uint64_t>>(mask_));
   return masks_.emplace(std::move(k), mask_).first->second;
 }
 

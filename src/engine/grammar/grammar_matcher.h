@@ -46,6 +46,7 @@ class TokenTrie {
   std::string_view bytes(int32_t id) const;  // "" for a token outside the trie
   int vocab_size() const { return vocab_size_; }
   size_t max_depth() const { return max_depth_; }
+  uint64_t id() const { return id_; }  // unique in the process: names this vocabulary in shared mask caches
 
  private:
   std::vector<Node> nodes_;
@@ -54,6 +55,7 @@ class TokenTrie {
   std::string pool_;
   int vocab_size_ = 0;
   size_t max_depth_ = 0;
+  uint64_t id_;
 };
 
 class GrammarMatcher {
