@@ -26,46 +26,46 @@ namespace ernie {
 constexpr int kVocabulary = 103424;
 
 SpmVocabulary synthetic_vocabulary() {
-    SpmVocabulary v;
-    std::set<std::string> seen;
-    const auto add = [&](std::string piece, PieceType type) {
-      if (!seen.insert(piece).second) return;
-      v.tokens.push_back(std::move(piece));
-      v.scores.push_back(-static_cast<float>(v.tokens.size()));
-      v.types.push_back(type);
-    };
-    add("<unk>", PieceType::kUnknown);
-    add("<s>", PieceType::kControl);
-    add("</s>", PieceType::kControl);
-    for (int b = 0; b < 256; ++b) {
-      char name[8];
-      std::snprintf(name, sizeof name, "<0x%02X>", b);
-      add(name, PieceType::kByte);
+  SpmVocabulary v;
+  std::set<std::string> seen;
+  const auto add = [&](std::string piece, PieceType type) {
+    if (!seen.insert(piece).second) return;
+    v.tokens.push_back(std::move(piece));
+    v.scores.push_back(-static_cast<float>(v.tokens.size()));
+    v.types.push_back(type);
+  };
+  add("<unk>", PieceType::kUnknown);
+  add("<s>", PieceType::kControl);
+  add("</s>", PieceType::kControl);
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    add(name, PieceType::kByte);
+  }
+  std::mt19937_64 rng(7);
+  const auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
+  const std::string punctuation = "\"'{}[]:,.;!?()-_/\\@#$%&*+=<>|~` \n\t";
+  while (static_cast<int>(v.tokens.size()) < kVocabulary) {
+    const int kind = pick(100);
+    std::string piece;
+    if (kind < 45) {  // ASCII word, often with the SentencePiece space mark
+      if (pick(2)) piece = "\xE2\x96\x81";
+      const int n = 1 + pick(9);
+      for (int i = 0; i < n; ++i) piece += static_cast<char>((pick(5) ? 'a' : 'A') + pick(26));
+    } else if (kind < 90) {  // CJK word
+      const int n = 1 + pick(4);
+      for (int i = 0; i < n; ++i) utf8::append(piece, static_cast<char32_t>(0x4E00 + pick(0x5000)));
+    } else if (kind < 95) {  // digits
+      const int n = 1 + pick(3);
+      for (int i = 0; i < n; ++i) piece += static_cast<char>('0' + pick(10));
+    } else {  // punctuation runs, as code vocabularies have
+      const int n = 1 + pick(3);
+      for (int i = 0; i < n; ++i) piece += punctuation[pick(static_cast<int>(punctuation.size()))];
     }
-    std::mt19937_64 rng(7);
-    const auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };
-    const std::string punctuation = "\"'{}[]:,.;!?()-_/\\@#$%&*+=<>|~` \n\t";
-    while (static_cast<int>(v.tokens.size()) < kVocabulary) {
-      const int kind = pick(100);
-      std::string piece;
-      if (kind < 45) {  // ASCII word, often with the SentencePiece space mark
-        if (pick(2)) piece = "\xE2\x96\x81";
-        const int n = 1 + pick(9);
-        for (int i = 0; i < n; ++i) piece += static_cast<char>((pick(5) ? 'a' : 'A') + pick(26));
-      } else if (kind < 90) {  // CJK word
-        const int n = 1 + pick(4);
-        for (int i = 0; i < n; ++i) utf8::append(piece, static_cast<char32_t>(0x4E00 + pick(0x5000)));
-      } else if (kind < 95) {  // digits
-        const int n = 1 + pick(3);
-        for (int i = 0; i < n; ++i) piece += static_cast<char>('0' + pick(10));
-      } else {  // punctuation runs, as code vocabularies have
-        const int n = 1 + pick(3);
-        for (int i = 0; i < n; ++i) piece += punctuation[pick(static_cast<int>(punctuation.size()))];
-      }
-      add(piece, PieceType::kNormal);
-    }
-    v.special_ids = {{"unk_token", 0}, {"bos_token", 1}, {"eos_token", 2}};
-    return v;
+    add(piece, PieceType::kNormal);
+  }
+  v.special_ids = {{"unk_token", 0}, {"bos_token", 1}, {"eos_token", 2}};
+  return v;
 }
 
 const Tokenizer& synthetic_tokenizer() {
@@ -117,11 +117,21 @@ const std::string kObject = json_schema_to_gbnf(nlohmann::ordered_json::parse(
     R"({"type":"object","properties":{"name":{"type":"string"},"bio":{"type":"string","maxLength":200},
         "age":{"type":"integer","minimum":0,"maximum":150}},"required":["name","bio","age"]})"));
 
-void BM_FreeString(benchmark::State& s) { mask_after(s, kObject, "{\"name\": \"Ann Lee"); }
-void BM_BoundedString(benchmark::State& s) { mask_after(s, kObject, "{\"name\": \"A\", \"bio\": \"Born in"); }
-void BM_ObjectStart(benchmark::State& s) { mask_after(s, kObject, "{"); }
-void BM_Integer(benchmark::State& s) { mask_after(s, kObject, "{\"name\": \"A\", \"bio\": \"B\", \"age\": 4"); }
-void BM_AnyJsonValue(benchmark::State& s) { mask_after(s, any_json_gbnf(false), "[1, {\"a\": "); }
+void BM_FreeString(benchmark::State& s) {
+  mask_after(s, kObject, "{\"name\": \"Ann Lee");
+}
+void BM_BoundedString(benchmark::State& s) {
+  mask_after(s, kObject, "{\"name\": \"A\", \"bio\": \"Born in");
+}
+void BM_ObjectStart(benchmark::State& s) {
+  mask_after(s, kObject, "{");
+}
+void BM_Integer(benchmark::State& s) {
+  mask_after(s, kObject, "{\"name\": \"A\", \"bio\": \"B\", \"age\": 4");
+}
+void BM_AnyJsonValue(benchmark::State& s) {
+  mask_after(s, any_json_gbnf(false), "[1, {\"a\": ");
+}
 BENCHMARK(BM_FreeString)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_BoundedString)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_ObjectStart)->Unit(benchmark::kMillisecond);
@@ -136,9 +146,11 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::string_view(argv[1]) == "--write-tokenizer") {
     const std::filesystem::path dir = argv[2];
     std::filesystem::create_directories(dir);
-    std::ofstream(dir / "tokenizer.model", std::ios::binary) << ernie::serialize_spm_model(ernie::synthetic_vocabulary());
+    std::ofstream(dir / "tokenizer.model", std::ios::binary)
+        << ernie::serialize_spm_model(ernie::synthetic_vocabulary());
     std::ofstream(dir / "tokenizer_config.json")
-        << R"({"add_bos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})" << "\n";
+        << R"({"add_bos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})"
+        << "\n";
     return 0;
   }
   benchmark::Initialize(&argc, argv);

@@ -84,9 +84,8 @@ void Continuation::record_logprobs(Step& step) const {
   std::vector<int32_t> ids(raw_.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
   const size_t n = std::min<size_t>(top_logprobs_, ids.size());
-  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int32_t a, int32_t b) {
-    return raw_[a] > raw_[b] || (raw_[a] == raw_[b] && a < b);
-  });
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                    [&](int32_t a, int32_t b) { return raw_[a] > raw_[b] || (raw_[a] == raw_[b] && a < b); });
   step.top.reserve(n);
   for (size_t i = 0; i < n; ++i) step.top.push_back({ids[i], static_cast<float>(raw_[ids[i]] - log_normalizer_)});
 }

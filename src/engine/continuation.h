@@ -34,11 +34,11 @@ class Continuation {
 
   struct Step {
     int32_t token;
-    std::string text;  // text made final by this token: may be empty (held back), never includes a stop string
-    bool emit;         // false for an end-of-sequence id, which is recorded but not shown
-    bool done;         // generation ends here: end-of-sequence id, stop string, max_new_tokens, or the grammar
-    float logprob = 0;               // with top_logprobs >= 0: the token's log-probability
-    std::vector<TokenLogprob> top;   // and the top_logprobs most likely tokens, most likely first
+    std::string text;   // text made final by this token: may be empty (held back), never includes a stop string
+    bool emit;          // false for an end-of-sequence id, which is recorded but not shown
+    bool done;          // generation ends here: end-of-sequence id, stop string, max_new_tokens, or the grammar
+    float logprob = 0;  // with top_logprobs >= 0: the token's log-probability
+    std::vector<TokenLogprob> top;  // and the top_logprobs most likely tokens, most likely first
   };
   // Chooses the next token from `logits` ([vocab_size], overwritten) and records it. Must not be called once a
   // step was done or after stop(). Raises ernie::Error if a grammar allows no token at all (a grammar that needs

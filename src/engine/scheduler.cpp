@@ -27,7 +27,7 @@ struct RequestState {
   std::condition_variable changed;
   std::string pending;  // text not yet taken by wait()
   std::vector<RequestHandle::TokenInfo> pending_logprobs;
-  int generated = 0;    // tokens generated so far
+  int generated = 0;  // tokens generated so far
   bool finished = false;
   RequestSummary summary;  // complete when finished
 

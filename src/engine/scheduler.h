@@ -201,8 +201,8 @@ class Scheduler {
   std::vector<Chunk> chunks_;
   std::vector<Slot*> chunk_slots_;
   std::vector<float> logits_;
-  std::vector<Slot*> prefill_order_;  // plan_step()'s scratch
-  std::unique_ptr<TokenTrie> trie_;   // the vocabulary's, built at the first constrained request
+  std::vector<Slot*> prefill_order_;   // plan_step()'s scratch
+  std::unique_ptr<TokenTrie> trie_;    // the vocabulary's, built at the first constrained request
   std::vector<Continuation*> masked_;  // run_step()'s scratch: the sequences whose masks are computed in parallel
 
   mutable std::mutex mutex_;  // guards the fields below

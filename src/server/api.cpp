@@ -242,7 +242,8 @@ void apply_constraint(const Fields& fields, std::string_view body, const ApiMode
   if (format && grammar) invalid("grammar", "give 'response_format' or 'grammar', not both");
   if (grammar) {
     if (!grammar->is_string()) invalid("grammar", "'grammar' must be a string of GBNF", "invalid_type");
-    if (!grammar->get<std::string>().empty()) o.grammar = compile_grammar(grammar->get<std::string>(), "grammar", model.grammars);
+    if (!grammar->get<std::string>().empty())
+      o.grammar = compile_grammar(grammar->get<std::string>(), "grammar", model.grammars);
     return;
   }
   if (!format) return;
@@ -256,12 +257,14 @@ void apply_constraint(const Fields& fields, std::string_view body, const ApiMode
     return;
   }
   if (type != "json_schema") {
-    invalid("response_format.type", "response_format type '" + type + "' is not supported (text, json_object, json_schema are)");
+    invalid("response_format.type",
+            "response_format type '" + type + "' is not supported (text, json_object, json_schema are)");
   }
   const auto ordered = nlohmann::ordered_json::parse(body, nullptr, /*allow_exceptions=*/false);
   const auto& spec = ordered["response_format"];
   if (!spec.contains("json_schema") || !spec["json_schema"].is_object()) {
-    invalid("response_format.json_schema", "response_format 'json_schema' needs a 'json_schema' object", "missing_field");
+    invalid("response_format.json_schema", "response_format 'json_schema' needs a 'json_schema' object",
+            "missing_field");
   }
   const auto& wrapper = spec["json_schema"];
   if (!wrapper.contains("schema")) {
@@ -528,7 +531,8 @@ json detokenize_body(std::string_view body, const ApiModel& model) {
   const json* tokens = Fields(request).get("tokens");
   if (!tokens) invalid("tokens", "'tokens' is required", "missing_field");
   if (!tokens->is_array()) {
-    invalid("tokens", std::string("'tokens' must be an array of token ids, not ") + tokens->type_name(), "invalid_type");
+    invalid("tokens", std::string("'tokens' must be an array of token ids, not ") + tokens->type_name(),
+            "invalid_type");
   }
   std::vector<int32_t> ids;
   ids.reserve(tokens->size());
@@ -560,7 +564,9 @@ json logprobs_json(const ResponseInfo& info, TokenInfos tokens, size_t& offset) 
     }
     return {{"content", std::move(content)}};
   }
-  json out = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+  json out = {{"tokens", json::array()},
+              {"token_logprobs", json::array()},
+              {"top_logprobs", json::array()},
               {"text_offset", json::array()}};
   for (const auto& t : tokens) {
     const std::string s = text(t.token);
@@ -593,17 +599,22 @@ json completion_body(const ResponseInfo& info, std::span<const ChoiceOutput> out
     choices.push_back(std::move(choice));
     summaries.push_back(out.summary);
   }
-  return {{"id", info.id},       {"object", object_name(info.endpoint, false)}, {"created", info.created},
-          {"model", info.model}, {"choices", std::move(choices)},             {"usage", usage(summaries)}};
+  return {{"id", info.id},
+          {"object", object_name(info.endpoint, false)},
+          {"created", info.created},
+          {"model", info.model},
+          {"choices", std::move(choices)},
+          {"usage", usage(summaries)}};
 }
 
 std::string stream_chunk(const ResponseInfo& info, int index, std::string_view text, const RequestSummary* finish,
                          TokenInfos logprobs, size_t* offset) {
   size_t unused = 0;
-  json choice = {{"index", index},
-                 {"logprobs", info.logprobs && !logprobs.empty() ? logprobs_json(info, logprobs, offset ? *offset : unused)
-                                                                 : json(nullptr)},
-                 {"finish_reason", finish ? json(finish_reason_name(finish->finish_reason)) : json(nullptr)}};
+  json choice = {
+      {"index", index},
+      {"logprobs",
+       info.logprobs && !logprobs.empty() ? logprobs_json(info, logprobs, offset ? *offset : unused) : json(nullptr)},
+      {"finish_reason", finish ? json(finish_reason_name(finish->finish_reason)) : json(nullptr)}};
   if (info.endpoint == Endpoint::ChatCompletions) {
     choice["delta"] = text.empty() ? json::object() : json{{"content", text}};
   } else {

@@ -28,8 +28,8 @@ constexpr auto kChoicePoll = std::chrono::milliseconds(5);
 // A request body past this size marks the memory it took for release when the server goes idle.
 constexpr size_t kLargeBody = 64 * 1024;
 
-constexpr std::array<const char*, 10> kRoutes = {"/",         "/predict",  "/v1/completions", "/v1/chat/completions",
-                                                 "/v1/models", "/health", "/metrics", "/tokenize",
+constexpr std::array<const char*, 10> kRoutes = {"/",           "/predict", "/v1/completions", "/v1/chat/completions",
+                                                 "/v1/models",  "/health",  "/metrics",        "/tokenize",
                                                  "/detokenize", "/props"};
 
 void send_json(httplib::Response& res, int status, const json& body) {
@@ -111,7 +111,7 @@ class Relay {
         Choice& c = choices_[i];
         if (c.finished) continue;
         const auto wait = progress || i != first_unfinished() ? std::chrono::milliseconds(0)
-                                                               : (handles_.size() > 1 ? kChoicePoll : kClientPoll);
+                                                              : (handles_.size() > 1 ? kChoicePoll : kClientPoll);
         auto update = handles_[i]->wait(wait);
         // A stream's first chunk goes out with the first token even if it shows no text yet (a special token,
         // part of a character), so that clients see generation start: what time-to-first-token measures.

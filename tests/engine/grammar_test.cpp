@@ -1,17 +1,18 @@
 // Constrained decoding: GBNF parsing, the matcher's language, the token mask against a token-by-token check, the
 // JSON-Schema compiler's language on hand-picked instances, and generation on the fixture model (random weights, so
 // only the constraint can make its output valid).
+#include "engine/grammar/grammar.h"
+
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
 #include <cmath>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "core/error.h"
 #include "engine/continuation.h"
 #include "engine/generator.h"
-#include "engine/grammar/grammar.h"
 #include "engine/grammar/grammar_matcher.h"
 #include "engine/grammar/json_schema.h"
 #include "test_support.h"
@@ -99,11 +100,17 @@ TEST_F(GrammarTest, ClassesAreCodePointsAndAlwaysValidUtf8) {
   EXPECT_TRUE(matches(g, "bc"));
   EXPECT_TRUE(matches(g, "\xC3\xA9\xF0\x9F\x98\x80"));  // é, 😀: two characters
   EXPECT_FALSE(matches(g, "ab"));
-  EXPECT_FALSE(matches(g, "\xC3\xA9"));              // one character
-  EXPECT_FALSE(matches(g, "\xC3\x28" "b"));          // an invalid sequence
-  EXPECT_FALSE(matches(g, "\xED\xA0\x80" "b"));      // an encoded surrogate
-  EXPECT_FALSE(matches(g, "\xE0\x80\xAF" "b"));      // an overlong form
-  EXPECT_TRUE(matches("root ::= [\\u00e9-\\u4e2d]\n", "\xE4\xB8\xAD"));  // 中, the range's top
+  EXPECT_FALSE(matches(g, "\xC3\xA9"));  // one character
+  EXPECT_FALSE(matches(g,
+                       "\xC3\x28"
+                       "b"));  // an invalid sequence
+  EXPECT_FALSE(matches(g,
+                       "\xED\xA0\x80"
+                       "b"));  // an encoded surrogate
+  EXPECT_FALSE(matches(g,
+                       "\xE0\x80\xAF"
+                       "b"));                                             // an overlong form
+  EXPECT_TRUE(matches("root ::= [\\u00e9-\\u4e2d]\n", "\xE4\xB8\xAD"));   // 中, the range's top
   EXPECT_FALSE(matches("root ::= [\\u00e9-\\u4e2d]\n", "\xE4\xB8\xAE"));  // one past it
   EXPECT_TRUE(matches("root ::= \"\\x41\\u00e9\"\n", "A\xC3\xA9"));
 }
@@ -134,8 +141,7 @@ TEST_F(GrammarTest, MaskEqualsTheTokenByTokenCheck) {
 
 TEST_F(GrammarTest, SchemaIntegersHonourTheirBounds) {
   const char* schemas[] = {R"({"type":"integer","minimum":-17,"maximum":123})",
-                           R"({"type":"integer","exclusiveMinimum":5})",
-                           R"({"type":"integer","maximum":-3})",
+                           R"({"type":"integer","exclusiveMinimum":5})", R"({"type":"integer","maximum":-3})",
                            R"({"type":"integer","minimum":100,"maximum":100})",
                            R"({"type":"integer","minimum":0,"exclusiveMaximum":1000})"};
   const auto within = [](int which, long v) {
@@ -160,8 +166,8 @@ TEST_F(GrammarTest, SchemaStringsFormatsAndPatterns) {
   EXPECT_TRUE(schema_matches(R"({"type":"string","maxLength":3})", "\"\xC3\xA9\\\"\xF0\x9F\x98\x80\""));
   EXPECT_FALSE(schema_matches(R"({"type":"string","maxLength":3})", "\"abcd\""));
   EXPECT_FALSE(schema_matches(R"({"type":"string","minLength":2})", "\"a\""));
-  EXPECT_FALSE(schema_matches(R"({"type":"string"})", "\"a\nb\""));       // raw control character
-  EXPECT_FALSE(schema_matches(R"({"type":"string"})", "\"\\ud800\""));    // lone surrogate escape
+  EXPECT_FALSE(schema_matches(R"({"type":"string"})", "\"a\nb\""));     // raw control character
+  EXPECT_FALSE(schema_matches(R"({"type":"string"})", "\"\\ud800\""));  // lone surrogate escape
   EXPECT_TRUE(schema_matches(R"({"type":"string"})", "\"\\u00e9\\n\""));
   const char* date = R"({"type":"string","format":"date"})";
   EXPECT_TRUE(schema_matches(date, "\"2024-02-28\""));
@@ -191,8 +197,8 @@ TEST_F(GrammarTest, SchemaObjectsArraysAndCombinators) {
   EXPECT_TRUE(schema_matches(person, R"({"name":"a","age":3,"nick":null})"));
   EXPECT_TRUE(schema_matches(person, "{\n  \"name\": \"a\",\n  \"nick\": \"b\"\n}"));
   EXPECT_FALSE(schema_matches(person, R"({"age":3})"));           // required missing
-  EXPECT_FALSE(schema_matches(person, R"({"name":"a",})"));        // trailing comma
-  EXPECT_FALSE(schema_matches(person, R"({"name":"a","x":1})"));   // undeclared
+  EXPECT_FALSE(schema_matches(person, R"({"name":"a",})"));       // trailing comma
+  EXPECT_FALSE(schema_matches(person, R"({"name":"a","x":1})"));  // undeclared
   const char* list = R"({"type":"array","items":{"enum":["r","g",1.5,null]},"minItems":1,"maxItems":2})";
   EXPECT_TRUE(schema_matches(list, R"(["r"])"));
   EXPECT_TRUE(schema_matches(list, R"([1.5, null])"));

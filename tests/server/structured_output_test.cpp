@@ -46,8 +46,11 @@ std::pair<std::string, std::string> answer(const Reply& r, bool chat, bool strea
 }
 
 json schema_request(bool chat, const json& schema, uint64_t seed, bool stream) {
-  json request = {{"max_tokens", 120}, {"seed", seed}, {"stream", stream},
-                  {"temperature", seed % 3 == 0 ? 0.0 : 1.0}, {"top_p", seed % 2 ? 0.9 : 1.0},
+  json request = {{"max_tokens", 120},
+                  {"seed", seed},
+                  {"stream", stream},
+                  {"temperature", seed % 3 == 0 ? 0.0 : 1.0},
+                  {"top_p", seed % 2 ? 0.9 : 1.0},
                   {"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "t"}, {"schema", schema}}}}}};
   if (chat) {
     request["messages"] = json::array({{{"role", "user"}, {"content", "Reply with JSON."}}});
@@ -59,7 +62,8 @@ json schema_request(bool chat, const json& schema, uint64_t seed, bool stream) {
 
 TEST(StructuredOutput, EveryFinishedAnswerValidates) {
   const bool ci = std::getenv("CI") != nullptr;
-  if (std::system("command -v node >/dev/null 2>&1") != 0 || !std::filesystem::exists(kValidatorDir / "node_modules/ajv")) {
+  if (std::system("command -v node >/dev/null 2>&1") != 0 ||
+      !std::filesystem::exists(kValidatorDir / "node_modules/ajv")) {
     if (ci) FAIL() << "Node.js or Ajv is missing in " << kValidatorDir << " (scripts/setup.sh installs both)";
     GTEST_SKIP() << "Node.js or Ajv is missing in " << kValidatorDir << " (run scripts/setup.sh)";
   }
@@ -89,7 +93,8 @@ TEST(StructuredOutput, EveryFinishedAnswerValidates) {
   for (size_t i = 0; i < schemas.size(); ++i) {
     for (uint64_t seed = 0; seed < 4; ++seed) {
       const bool chat = (i + seed) % 2 == 0, stream = seed >= 2;
-      const Reply r = s.post(chat ? "/v1/chat/completions" : "/v1/completions", schema_request(chat, schemas[i], seed, stream));
+      const Reply r =
+          s.post(chat ? "/v1/chat/completions" : "/v1/completions", schema_request(chat, schemas[i], seed, stream));
       ASSERT_EQ(r.status, 200) << r.body;
       const auto [text, finish] = answer(r, chat, stream);
       ++total;
@@ -99,7 +104,8 @@ TEST(StructuredOutput, EveryFinishedAnswerValidates) {
     }
   }
   EXPECT_GE(stopped, total / 2) << "most answers should complete within 120 tokens";
-  const auto file = std::filesystem::temp_directory_path() / ("ernie-schema-cases-" + std::to_string(::getpid()) + ".json");
+  const auto file =
+      std::filesystem::temp_directory_path() / ("ernie-schema-cases-" + std::to_string(::getpid()) + ".json");
   std::ofstream(file) << cases.dump();
   const std::string command = "node " + (kValidatorDir / "validate.mjs").string() + " " + file.string() + " 2>&1";
   std::string output;
@@ -116,9 +122,10 @@ TEST(StructuredOutput, EveryFinishedAnswerValidates) {
 TEST(StructuredOutput, JsonObjectGrammarAndCutOffs) {
   TestServer s;
   for (uint64_t seed = 0; seed < 4; ++seed) {
-    const Reply r = s.post("/v1/chat/completions",
-                           json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"seed", seed},
-                                {"max_tokens", 150}, {"response_format", {{"type", "json_object"}}}});
+    const Reply r = s.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                                        {"seed", seed},
+                                                        {"max_tokens", 150},
+                                                        {"response_format", {{"type", "json_object"}}}});
     ASSERT_EQ(r.status, 200) << r.body;
     const auto [text, finish] = answer(r, true, false);
     if (finish == "stop") {
@@ -127,7 +134,9 @@ TEST(StructuredOutput, JsonObjectGrammarAndCutOffs) {
   }
   // llama-server's GBNF field.
   for (uint64_t seed = 0; seed < 4; ++seed) {
-    const Reply r = s.post("/v1/completions", json{{"prompt", "Yes or no?"}, {"seed", seed}, {"max_tokens", 10},
+    const Reply r = s.post("/v1/completions", json{{"prompt", "Yes or no?"},
+                                                   {"seed", seed},
+                                                   {"max_tokens", 10},
                                                    {"grammar", "root ::= (\"yes\" | \"no\") \"!\"{1,2}\n"}});
     ASSERT_EQ(r.status, 200) << r.body;
     const auto [text, finish] = answer(r, false, false);
@@ -135,11 +144,13 @@ TEST(StructuredOutput, JsonObjectGrammarAndCutOffs) {
     EXPECT_TRUE(text == "yes!" || text == "no!" || text == "yes!!" || text == "no!!") << text;
   }
   // Out of tokens mid-object: "length", as OpenAI answers.
-  const Reply cut = s.post("/v1/completions",
-                           json{{"prompt", "x"}, {"max_tokens", 2}, {"temperature", 0},
-                                {"response_format",
-                                 {{"type", "json_schema"},
-                                  {"json_schema", {{"schema", json::parse(R"({"type":"object","properties":{
+  const Reply cut =
+      s.post("/v1/completions",
+             json{{"prompt", "x"},
+                  {"max_tokens", 2},
+                  {"temperature", 0},
+                  {"response_format",
+                   {{"type", "json_schema"}, {"json_schema", {{"schema", json::parse(R"({"type":"object","properties":{
                                       "a_long_property_name":{"type":"string"}},"required":["a_long_property_name"]})")}}}}}});
   ASSERT_EQ(cut.status, 200) << cut.body;
   EXPECT_EQ(answer(cut, false, false).second, "length");
@@ -169,16 +180,21 @@ TEST(StructuredOutput, UnsupportedKeywordsAndBadGrammarsAre400s) {
   const Reply bad = s.post("/v1/completions", json{{"prompt", "x"}, {"grammar", "root ::= root \"a\"\n"}});
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(bad.body_json()["error"]["code"], "invalid_grammar") << bad.body;
-  const Reply both = s.post("/v1/completions", json{{"prompt", "x"}, {"grammar", "root ::= \"a\"\n"},
-                                                    {"response_format", {{"type", "json_object"}}}});
+  const Reply both =
+      s.post("/v1/completions",
+             json{{"prompt", "x"}, {"grammar", "root ::= \"a\"\n"}, {"response_format", {{"type", "json_object"}}}});
   EXPECT_EQ(both.status, 400) << both.body;
 }
 
 // A constrained stream next to unconstrained ones, in the same batches: each gets what it would alone.
 TEST(StructuredOutput, ConstrainedBesideUnconstrainedInOneBatch) {
   TestServer s;
-  const json constrained = {{"prompt", "x"}, {"max_tokens", 40}, {"temperature", 0}, {"stream", true},
-                            {"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", {{"enum", {"alpha", "beta"}}}}}}}}};
+  const json constrained = {
+      {"prompt", "x"},
+      {"max_tokens", 40},
+      {"temperature", 0},
+      {"stream", true},
+      {"response_format", {{"type", "json_schema"}, {"json_schema", {{"schema", {{"enum", {"alpha", "beta"}}}}}}}}};
   const json free = {{"prompt", "x"}, {"max_tokens", 24}, {"temperature", 0}, {"ignore_eos", true}};
   const auto alone_constrained = answer(s.post("/v1/completions", constrained), false, true);
   const auto alone_free = answer(s.post("/v1/completions", free), false, false);
@@ -192,15 +208,20 @@ TEST(StructuredOutput, ConstrainedBesideUnconstrainedInOneBatch) {
   }
   for (auto& c : clients) c.join();
   for (int i = 0; i < 4; ++i) EXPECT_EQ(results[i], i % 2 ? alone_free : alone_constrained) << i;
-  EXPECT_TRUE(alone_constrained.first == "\"alpha\"" || alone_constrained.first == "\"beta\"") << alone_constrained.first;
+  EXPECT_TRUE(alone_constrained.first == "\"alpha\"" || alone_constrained.first == "\"beta\"")
+      << alone_constrained.first;
 }
 
 // log-softmax of the model's logits, the chosen token's and the top ones, for each generated position.
 TEST(Logprobs, AreLogSoftmaxOfTheModelsLogits) {
   TestServer s;
   const std::vector<int32_t> prompt = {5, 17, 300, 42, 7};
-  const Reply r = s.post("/v1/completions", json{{"prompt", prompt}, {"max_tokens", 6}, {"temperature", 0},
-                                                 {"logprobs", 3}, {"ignore_eos", true}, {"logit_bias", {{"11", 5}}}});
+  const Reply r = s.post("/v1/completions", json{{"prompt", prompt},
+                                                 {"max_tokens", 6},
+                                                 {"temperature", 0},
+                                                 {"logprobs", 3},
+                                                 {"ignore_eos", true},
+                                                 {"logit_bias", {{"11", 5}}}});
   ASSERT_EQ(r.status, 200) << r.body;
   const json lp = r.body_json()["choices"][0]["logprobs"];
   ASSERT_EQ(lp["token_logprobs"].size(), 6u) << r.body;
@@ -251,25 +272,36 @@ TEST(Logprobs, AreLogSoftmaxOfTheModelsLogits) {
 
 TEST(Logprobs, ChatFormAndBadValues) {
   TestServer s;
-  const Reply r = s.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
-                                                      {"max_tokens", 4}, {"logprobs", true}, {"top_logprobs", 2},
-                                                      {"stream", true}, {"ignore_eos", true}});
-  ASSERT_EQ(r.status, 200) << r.body;
-  size_t entries = 0;
-  for (const std::string& e : r.events()) {
-    if (e == "[DONE]") break;
-    const json chunk = json::parse(e);
-    if (chunk["choices"].empty() || chunk["choices"][0]["logprobs"].is_null()) continue;
-    for (const json& c : chunk["choices"][0]["logprobs"]["content"]) {
-      ++entries;
-      EXPECT_LE(c["logprob"].get<double>(), 0.0);
-      EXPECT_EQ(c["top_logprobs"].size(), 2u);
-      const std::string token = c["token"];
-      EXPECT_EQ(c["bytes"], json(std::vector<uint8_t>(token.begin(), token.end())));
-      EXPECT_GE(c["top_logprobs"][0]["logprob"].get<double>(), c["logprob"].get<double>() - 1e-6);
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    const Reply r = s.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                                        {"max_tokens", 4},
+                                                        {"logprobs", true},
+                                                        {"top_logprobs", 2},
+                                                        {"stream", true},
+                                                        {"ignore_eos", true},
+                                                        {"seed", seed},
+                                                        {"temperature", 1.5}});
+    ASSERT_EQ(r.status, 200) << r.body;
+    size_t entries = 0;
+    for (const std::string& e : r.events()) {
+      if (e == "[DONE]") break;
+      const json chunk = json::parse(e);
+      if (chunk["choices"].empty() || chunk["choices"][0]["logprobs"].is_null()) continue;
+      for (const json& c : chunk["choices"][0]["logprobs"]["content"]) {
+        ++entries;
+        EXPECT_LE(c["logprob"].get<double>(), 0.0);
+        EXPECT_EQ(c["top_logprobs"].size(), 2u);
+        // "bytes" are the token's own; "token" is their text, a byte-fallback piece (one byte of a character) U+FFFD.
+        const auto raw = c["bytes"].get<std::vector<uint8_t>>();
+        const std::string bytes(raw.begin(), raw.end());
+        EXPECT_EQ(c["token"].get<std::string>(),
+                  utf8::is_valid(bytes) ? bytes : std::string(utf8::kReplacementCharacter))
+            << c.dump();
+        EXPECT_GE(c["top_logprobs"][0]["logprob"].get<double>(), c["logprob"].get<double>() - 1e-6);
+      }
     }
+    EXPECT_EQ(entries, 4u) << r.body;
   }
-  EXPECT_EQ(entries, 4u) << r.body;
   const auto status = [&](const json& extra) {
     json request = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}};
     request.update(extra);
@@ -289,8 +321,12 @@ TEST(LogitBias, SteersTheSampler) {
   json bias = json::object();
   bias["300"] = 100;
   for (uint64_t seed = 0; seed < 3; ++seed) {
-    const Reply r = s.post("/v1/completions", json{{"prompt", "x"}, {"max_tokens", 3}, {"seed", seed},
-                                                   {"ignore_eos", true}, {"logit_bias", bias}, {"logprobs", 0}});
+    const Reply r = s.post("/v1/completions", json{{"prompt", "x"},
+                                                   {"max_tokens", 3},
+                                                   {"seed", seed},
+                                                   {"ignore_eos", true},
+                                                   {"logit_bias", bias},
+                                                   {"logprobs", 0}});
     ASSERT_EQ(r.status, 200) << r.body;
     const json lp = r.body_json()["choices"][0]["logprobs"];
     const std::string expected = Tokenizer::load(fixture("tiny-ernie/model")).token_bytes(300);
@@ -310,7 +346,7 @@ TEST(Choices, NCopiesAreReproducibleAndShareThePrompt) {
   TestServer s;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 40; ++i) prompt.push_back(100 + i * 7);  // 2 full blocks of 16 and a partial one
-  const json request = {{"prompt", prompt}, {"n", 3}, {"seed", 42}, {"max_tokens", 12}, {"temperature", 1.0},
+  const json request = {{"prompt", prompt},  {"n", 3}, {"seed", 42}, {"max_tokens", 12}, {"temperature", 1.0},
                         {"ignore_eos", true}};
   const double hits_before = s.metric("ernie_prefix_cache_hits_total");
   const Reply first = s.post("/v1/completions", request);
@@ -359,8 +395,11 @@ TEST(Choices, NCopiesAreReproducibleAndShareThePrompt) {
 // (busy), not a wait.
 TEST(Choices, ChatStreamsEachChoiceAndCapacityIsAllOrNothing) {
   TestServer s;
-  const Reply r = s.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"n", 2},
-                                                      {"max_tokens", 5}, {"stream", true}, {"seed", 1},
+  const Reply r = s.post("/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                                      {"n", 2},
+                                                      {"max_tokens", 5},
+                                                      {"stream", true},
+                                                      {"seed", 1},
                                                       {"stream_options", {{"include_usage", true}}}});
   ASSERT_EQ(r.status, 200) << r.body;
   std::vector<int> roles(2, 0);

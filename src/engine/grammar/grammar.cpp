@@ -157,7 +157,10 @@ class GbnfParser {
     char32_t value = 0;
     for (int i = 0; i < digits; ++i) {
       const char c = peek();
-      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      const int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
       if (d < 0) error("expected " + std::to_string(digits) + " hexadecimal digits");
       value = value * 16 + static_cast<char32_t>(d);
       ++pos_;
@@ -191,8 +194,8 @@ class GbnfParser {
       if (!nested) {
         // "a\n  | b": a line that starts with '|' continues the rule.
         size_t ahead = pos_;
-        while (ahead < text_.size() && (text_[ahead] == ' ' || text_[ahead] == '\t' || text_[ahead] == '\r' ||
-                                        text_[ahead] == '\n')) {
+        while (ahead < text_.size() &&
+               (text_[ahead] == ' ' || text_[ahead] == '\t' || text_[ahead] == '\r' || text_[ahead] == '\n')) {
           ++ahead;
         }
         if (ahead < text_.size() && text_[ahead] == '|') pos_ = ahead;

@@ -45,7 +45,8 @@ TokenTrie::TokenTrie(const Tokenizer& tokenizer) : vocab_size_(tokenizer.vocab_s
     ids.push_back(id);
   }
   offsets_.push_back(static_cast<uint32_t>(pool_.size()));
-  std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return bytes(a) < bytes(b) || (bytes(a) == bytes(b) && a < b); });
+  std::sort(ids.begin(), ids.end(),
+            [&](int32_t a, int32_t b) { return bytes(a) < bytes(b) || (bytes(a) == bytes(b) && a < b); });
 
   // In sorted order each token shares its longest prefix with the one before: close the nodes past that prefix,
   // open one per remaining byte. Depth-first order falls out, and a node's tokens are contiguous in `ids`.
@@ -62,8 +63,8 @@ TokenTrie::TokenTrie(const Tokenizer& tokenizer) : vocab_size_(tokenizer.vocab_s
     }
     for (size_t d = common; d < b.size(); ++d) {
       path.push_back(static_cast<uint32_t>(nodes_.size()));
-      nodes_.push_back(Node{static_cast<uint8_t>(b[d]), static_cast<uint16_t>(std::min<size_t>(d + 1, UINT16_MAX)), 0,
-                            k, 0});
+      nodes_.push_back(
+          Node{static_cast<uint8_t>(b[d]), static_cast<uint16_t>(std::min<size_t>(d + 1, UINT16_MAX)), 0, k, 0});
     }
     Node& end = nodes_[path.back()];
     if (end.token_count == 0) end.first_token = k;

@@ -33,10 +33,10 @@ class TokenTrie {
   explicit TokenTrie(const Tokenizer& tokenizer);
 
   struct Node {
-    uint8_t byte;           // the byte leading here from the parent
-    uint16_t depth;         // 1 for the root's children
-    uint32_t subtree_end;   // index of the first node after this one's subtree
-    uint32_t first_token;   // into tokens(): the tokens whose bytes end here
+    uint8_t byte;          // the byte leading here from the parent
+    uint16_t depth;        // 1 for the root's children
+    uint32_t subtree_end;  // index of the first node after this one's subtree
+    uint32_t first_token;  // into tokens(): the tokens whose bytes end here
     uint32_t token_count;
   };
   std::span<const Node> nodes() const { return nodes_; }  // depth-first order
@@ -72,7 +72,7 @@ class GrammarMatcher {
   // The same for raw bytes (any, not only a token's): false, changing nothing, if the grammar cannot continue so.
   bool accept_bytes(std::string_view bytes);
 
-  bool can_end() const { return state_.accepting; }                           // the text so far is complete
+  bool can_end() const { return state_.accepting; }                          // the text so far is complete
   bool must_end() const { return state_.accepting && state_.ends.empty(); }  // and nothing may follow it
 
   size_t cached_masks() const { return masks_.size(); }

@@ -32,17 +32,34 @@ array ::= "[" space ( value ( space "," space value )* )? space "]"
 // Function-local statics, so that the tables exist whenever the compiler is first used (even during another file's
 // static initialization).
 const std::set<std::string>& annotations() {
-  static const std::set<std::string> names = {"title",  "description", "default",  "examples",  "$schema",
-                                            "$id",    "$comment",    "deprecated", "readOnly", "writeOnly",
-                                            "$defs",  "definitions", "$anchor"};
+  static const std::set<std::string> names = {"title", "description", "default",    "examples", "$schema",
+                                              "$id",   "$comment",    "deprecated", "readOnly", "writeOnly",
+                                              "$defs", "definitions", "$anchor"};
   return names;
 }
 const std::set<std::string>& keywords() {
-  static const std::set<std::string> names = {
-    "type",      "properties", "required", "additionalProperties", "enum",      "const",         "items",
-    "prefixItems", "minItems", "maxItems", "minLength",            "maxLength", "pattern",       "format",
-    "anyOf",     "oneOf",      "allOf",    "$ref",                 "minimum",   "maximum",       "exclusiveMinimum",
-    "exclusiveMaximum"};
+  static const std::set<std::string> names = {"type",
+                                              "properties",
+                                              "required",
+                                              "additionalProperties",
+                                              "enum",
+                                              "const",
+                                              "items",
+                                              "prefixItems",
+                                              "minItems",
+                                              "maxItems",
+                                              "minLength",
+                                              "maxLength",
+                                              "pattern",
+                                              "format",
+                                              "anyOf",
+                                              "oneOf",
+                                              "allOf",
+                                              "$ref",
+                                              "minimum",
+                                              "maximum",
+                                              "exclusiveMinimum",
+                                              "exclusiveMaximum"};
   return names;
 }
 const std::vector<std::string>& known_types() {
@@ -52,14 +69,14 @@ const std::vector<std::string>& known_types() {
 
 const std::map<std::string, std::string>& formats() {
   static const std::map<std::string, std::string> grammars = {
-    {"date",
-     R"([1-9] [0-9]{3} "-" ( ( "0" [13578] | "1" [02] ) "-" ( "0" [1-9] | [12] [0-9] | "3" [01] ) | ( "0" [469] | "11" ) "-" ( "0" [1-9] | [12] [0-9] | "30" ) | "02-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] ) ))"},
-    {"time",
-     R"(( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]{1,6} )? ( "Z" | [+-] ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ))"},
-    {"uuid", R"([0-9a-f]{8} "-" [0-9a-f]{4} "-" [0-9a-f]{4} "-" [0-9a-f]{4} "-" [0-9a-f]{12})"},
-    {"email",
-     R"([a-z0-9_+-]{1,32} ( "." [a-z0-9_+-]{1,32} ){0,3} "@" [a-z0-9] ( [a-z0-9-]{0,30} [a-z0-9] )? ( "." [a-z] [a-z0-9]{0,15} ){1,3})"},
-};
+      {"date",
+       R"([1-9] [0-9]{3} "-" ( ( "0" [13578] | "1" [02] ) "-" ( "0" [1-9] | [12] [0-9] | "3" [01] ) | ( "0" [469] | "11" ) "-" ( "0" [1-9] | [12] [0-9] | "30" ) | "02-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] ) ))"},
+      {"time",
+       R"(( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]{1,6} )? ( "Z" | [+-] ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ))"},
+      {"uuid", R"([0-9a-f]{8} "-" [0-9a-f]{4} "-" [0-9a-f]{4} "-" [0-9a-f]{4} "-" [0-9a-f]{12})"},
+      {"email",
+       R"([a-z0-9_+-]{1,32} ( "." [a-z0-9_+-]{1,32} ){0,3} "@" [a-z0-9] ( [a-z0-9-]{0,30} [a-z0-9] )? ( "." [a-z] [a-z0-9]{0,15} ){1,3})"},
+  };
   return grammars;
 }
 
@@ -196,7 +213,8 @@ class SchemaCompiler {
       if (!s.contains(keyword)) continue;
       only(keyword);
       const Json& branches = s[keyword];
-      if (!branches.is_array() || branches.empty()) refuse(keyword, where, std::string("'") + keyword + "' must be a non-empty array");
+      if (!branches.is_array() || branches.empty())
+        refuse(keyword, where, std::string("'") + keyword + "' must be a non-empty array");
       std::string body;
       for (size_t i = 0; i < branches.size(); ++i) {
         body += (i ? " | " : "") + visit(branches[i], child(where, std::string(keyword) + "/" + std::to_string(i)));
@@ -218,7 +236,8 @@ class SchemaCompiler {
     if (const auto it = s.find("type"); it != s.end()) {
       const Json list = it->is_array() ? *it : Json::array({*it});
       for (const Json& t : list) {
-        if (!t.is_string() || std::find(known_types().begin(), known_types().end(), t.get<std::string>()) == known_types().end()) {
+        if (!t.is_string() ||
+            std::find(known_types().begin(), known_types().end(), t.get<std::string>()) == known_types().end()) {
           refuse("type", where, "unknown type " + t.dump());
         }
         types.push_back(t.get<std::string>());
@@ -237,7 +256,8 @@ class SchemaCompiler {
   }
 
   static bool has_type(const Json& v, const std::string& type) {
-    if (type == "integer") return v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
+    if (type == "integer")
+      return v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>());
     if (type == "number") return v.is_number();
     if (type == "string") return v.is_string();
     if (type == "boolean") return v.is_boolean();
@@ -246,14 +266,18 @@ class SchemaCompiler {
     return v.is_array();
   }
 
-  std::string literal_json(const Json& v) { return gbnf_literal(v.dump(-1, ' ', false, Json::error_handler_t::replace)); }
+  std::string literal_json(const Json& v) {
+    return gbnf_literal(v.dump(-1, ' ', false, Json::error_handler_t::replace));
+  }
 
   std::string enumeration(const Json& s, const std::vector<std::string>& types, const std::string& where) {
     const Json& values = s["enum"];
     if (!values.is_array() || values.empty()) refuse("enum", where, "'enum' must be a non-empty array");
     std::string body;
     for (const Json& v : values) {
-      if (!types.empty() && std::none_of(types.begin(), types.end(), [&](const std::string& t) { return has_type(v, t); })) continue;
+      if (!types.empty() &&
+          std::none_of(types.begin(), types.end(), [&](const std::string& t) { return has_type(v, t); }))
+        continue;
       body += (body.empty() ? "" : " | ") + literal_json(v);
     }
     if (body.empty()) refuse("enum", where, "no value of 'enum' has the schema's type");
@@ -315,7 +339,8 @@ class SchemaCompiler {
     }
     if (members.empty()) {
       if (additional && additional->is_boolean() && !additional->get<bool>()) return "( \"{\" space \"}\" )";
-      const std::string v = additional && additional->is_object() ? visit(*additional, child(where, "additionalProperties")) : "value";
+      const std::string v =
+          additional && additional->is_object() ? visit(*additional, child(where, "additionalProperties")) : "value";
       const std::string member = "string space \":\" space " + v;
       return rule("map", "\"{\" space ( " + member + " ( space \",\" space " + member + " )* )? space \"}\"");
     }
@@ -349,7 +374,8 @@ class SchemaCompiler {
     if (min_items && max_items && *max_items < *min_items) refuse("maxItems", where, "'maxItems' is below 'minItems'");
     const Json* items = s.contains("items") ? &s["items"] : nullptr;
     if (s.contains("prefixItems")) {
-      if (min_items || max_items) refuse("prefixItems", where, "'prefixItems' with 'minItems' or 'maxItems' is not supported");
+      if (min_items || max_items)
+        refuse("prefixItems", where, "'prefixItems' with 'minItems' or 'maxItems' is not supported");
       const Json& prefix = s["prefixItems"];
       if (!prefix.is_array() || prefix.empty()) refuse("prefixItems", where, "'prefixItems' must be a non-empty array");
       std::string body = "\"[\" space";
@@ -377,12 +403,17 @@ class SchemaCompiler {
     const auto max_length = count(s, "maxLength", where);
     const bool lengths = min_length || max_length;
     if (const auto it = s.find("format"); it != s.end()) {
-      if (lengths || s.contains("pattern")) refuse("format", where, "'format' with 'pattern', 'minLength' or 'maxLength' is not supported");
+      if (lengths || s.contains("pattern"))
+        refuse("format", where, "'format' with 'pattern', 'minLength' or 'maxLength' is not supported");
       if (!it->is_string()) refuse("format", where, "'format' must be a string");
       const std::string format = it->get<std::string>();
-      if (format == "date-time") return rule("date-time", "\"\\\"\" " + group(formats().at("date")) + " \"T\" " + group(formats().at("time")) + " \"\\\"\"");
+      if (format == "date-time")
+        return rule("date-time",
+                    "\"\\\"\" " + group(formats().at("date")) + " \"T\" " + group(formats().at("time")) + " \"\\\"\"");
       const auto known = formats().find(format);
-      if (known == formats().end()) refuse("format", where, "the format '" + format + "' is not supported (date, time, date-time, uuid, email are)");
+      if (known == formats().end())
+        refuse("format", where,
+               "the format '" + format + "' is not supported (date, time, date-time, uuid, email are)");
       return rule(format, "\"\\\"\" " + group(known->second) + " \"\\\"\"");
     }
     if (const auto it = s.find("pattern"); it != s.end()) {
@@ -391,7 +422,8 @@ class SchemaCompiler {
       return rule("pattern", "\"\\\"\" " + group(regex_to_gbnf(it->get<std::string>())) + " \"\\\"\"");
     }
     if (!lengths) return "string";
-    if (min_length && max_length && *max_length < *min_length) refuse("maxLength", where, "'maxLength' is below 'minLength'");
+    if (min_length && max_length && *max_length < *min_length)
+      refuse("maxLength", where, "'maxLength' is below 'minLength'");
     return rule("string", "\"\\\"\" char{" + std::to_string(min_length.value_or(0)) + "," +
                               (max_length ? std::to_string(*max_length) : "") + "} \"\\\"\"");
   }
@@ -406,10 +438,13 @@ class SchemaCompiler {
       if (it == s.end()) return;
       if (!it->is_number()) refuse(keyword, where, std::string("'") + keyword + "' must be a number");
       const double v = it->get<double>();
-      double b = lower ? (exclusive ? std::floor(v) + 1 : std::ceil(v)) : (exclusive ? std::ceil(v) - 1 : std::floor(v));
+      double b =
+          lower ? (exclusive ? std::floor(v) + 1 : std::ceil(v)) : (exclusive ? std::ceil(v) - 1 : std::floor(v));
       b = std::clamp(b, -static_cast<double>(kLargestInteger), static_cast<double>(kLargestInteger));
-      if (lower) lo = std::max(lo, static_cast<int64_t>(b));
-      else hi = std::min(hi, static_cast<int64_t>(b));
+      if (lower)
+        lo = std::max(lo, static_cast<int64_t>(b));
+      else
+        hi = std::min(hi, static_cast<int64_t>(b));
       bounded = true;
     };
     bound("minimum", true, false);

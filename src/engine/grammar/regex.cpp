@@ -70,7 +70,8 @@ std::string json_chars(const Ranges& ranges) {
         const char32_t to = std::min<char32_t>(hi, slo - 1);
         append_range(plain, from, to);
       }
-      for (char32_t c = std::max(from, slo); c <= std::min(hi, shi); ++c) alternatives.push_back(gbnf_literal(json_escape(c)));
+      for (char32_t c = std::max(from, slo); c <= std::min(hi, shi); ++c)
+        alternatives.push_back(gbnf_literal(json_escape(c)));
       from = std::max<char32_t>(from, shi + 1);
     }
     if (from <= hi) append_range(plain, from, hi);
@@ -181,7 +182,10 @@ class RegexCompiler {
     char32_t value = 0;
     for (int i = 0; i < digits; ++i) {
       const char c = peek();
-      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      const int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
       if (d < 0) error("a bad hexadecimal escape");
       value = value * 16 + static_cast<char32_t>(d);
       ++pos_;
@@ -204,7 +208,9 @@ class RegexCompiler {
       case 'd': set = kDigit; return std::nullopt;
       case 'w': set = kWord; return std::nullopt;
       case 's': set = kSpace; return std::nullopt;
-      case 'D': case 'W': case 'S':
+      case 'D':
+      case 'W':
+      case 'S':
         if (in_class) error(std::string("\\") + c + " inside a class");
         set = complement(c == 'D' ? kDigit : c == 'W' ? kWord : kSpace);
         return std::nullopt;
