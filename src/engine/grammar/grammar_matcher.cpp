@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 
@@ -16,6 +17,9 @@ constexpr size_t kMaxStackDepth = 2000;
 // A state with more parses than this keeps the first ones; only a pathologically ambiguous grammar gets here.
 constexpr size_t kMaxStacks = 16384;
 constexpr size_t kLinearDedupe = 32;
+// The stacks one advance() has expanded are remembered up to this many elements (16 MiB); past it, further parses
+// are dropped like those past kMaxStacks.
+constexpr size_t kMaxExpandedElements = size_t{4} << 20;
 constexpr size_t kMaxForkDepth = 2000;
 // Distinct states whose masks a matcher keeps; past it the cache starts over.
 constexpr size_t kMaxCachedMasks = 256;
@@ -93,10 +97,8 @@ GrammarMatcher::GrammarMatcher(std::shared_ptr<const Grammar> grammar, const Tok
       levels_(trie.max_depth() + 1),
       max_interned_states_(max_interned_states),
       level_ids_(trie.max_depth() + 1) {
-  // expand() recurses once per fork on a rule's left edge, which, the grammar having no left recursion, visits each
-  // rule at most once: slot 0 holds the stack being advanced, the rest one fork per depth. Sized once, so references
-  // into it stay valid.
-  scratch_.resize(grammar_->rule_count() + 2);
+  scratch_.resize(1);  // advance()'s stack; expand() adds one per fork depth
+  expanded_.clear();
   for (const uint32_t start : grammar_->alternatives(grammar_->root())) {
     std::vector<uint32_t> stack{start};
     expand(stack, state_, 0);
@@ -121,15 +123,20 @@ void GrammarMatcher::expand(std::vector<uint32_t>& stack, State& out, size_t dep
       continue;
     }
     if (e.kind == Grammar::Kind::Bytes) {
-      add_stack(stack, out);
+      insert_stack(stack, out, out_index_, SIZE_MAX);
       return;
     }
+    // What a stack expands to depends on the stack alone, so a stack met again is skipped: nullable alternatives
+    // (`("a" | | | ){0,3}`) reach the same stack by exponentially many paths, and each is expanded once.
+    if (!insert_stack(stack, expanded_, expanded_index_, kMaxExpandedElements)) return;
     stack.pop_back();
     if (g.element(position + 1).kind != Grammar::Kind::End) stack.push_back(position + 1);
     // Too deep a stack, or a chain of forks that long (thousands of rules each starting with the next): dropped, as
     // a parse the matcher will not follow, rather than recursing without bound.
     if (stack.size() >= kMaxStackDepth || depth >= kMaxForkDepth) return;
     const auto alternatives = g.alternatives(e.index);
+    // One slot per depth: forks chain past the rule count when nullable alternatives return to a rule's caller.
+    if (scratch_.size() <= depth) scratch_.resize(depth + 1);
     for (size_t i = 0; i + 1 < alternatives.size(); ++i) {
       std::vector<uint32_t>& fork = scratch_[depth];
       fork.assign(stack.begin(), stack.end());
@@ -140,45 +147,49 @@ void GrammarMatcher::expand(std::vector<uint32_t>& stack, State& out, size_t dep
   }
 }
 
-// Adds `stack` to `out` unless it is there already: a linear scan while `out` is small, past that an index of the
-// stacks' hashes (an object schema with a thousand optional properties has a stack per property that may come next).
-void GrammarMatcher::add_stack(const std::vector<uint32_t>& stack, State& out) {
-  if (out.ends.size() >= kMaxStacks) return;
-  const auto same = [&](uint32_t index) {
-    const uint32_t begin = index == 0 ? 0 : out.ends[index - 1];
-    return out.ends[index] - begin == stack.size() && std::equal(stack.begin(), stack.end(), out.data.begin() + begin);
+// Adds `stack` to `set` unless it is there already or the set is full (then returns false): a linear scan while
+// the set is small, past that an index of the stacks' hashes (an object schema with a thousand optional properties
+// has a stack per property that may come next).
+bool GrammarMatcher::insert_stack(const std::vector<uint32_t>& stack, State& set, StackIndex& index,
+                                  size_t max_elements) {
+  if (set.ends.size() >= kMaxStacks || set.data.size() + stack.size() > max_elements) return false;
+  const auto same = [&](uint32_t i) {
+    const uint32_t begin = i == 0 ? 0 : set.ends[i - 1];
+    return set.ends[i] - begin == stack.size() && std::equal(stack.begin(), stack.end(), set.data.begin() + begin);
   };
   const auto hash = [](const uint32_t* data, size_t n) {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; ++i) h = (h ^ data[i]) * 1099511628211ull;
     return h;
   };
-  if (out.ends.size() < kLinearDedupe) {
-    for (uint32_t i = 0; i < out.ends.size(); ++i) {
-      if (same(i)) return;
+  if (set.ends.size() < kLinearDedupe) {
+    for (uint32_t i = 0; i < set.ends.size(); ++i) {
+      if (same(i)) return false;
     }
-    indexed_state_ = nullptr;  // the index, if any, is of another state (or of this object before it was cleared)
+    index.of = nullptr;  // the index, if any, is of another set (or of this object before it was cleared)
   } else {
-    if (indexed_state_ != &out || indexed_count_ != out.ends.size()) {  // (re)build the index for this state
-      stack_index_.clear();
-      for (uint32_t i = 0, begin = 0; i < out.ends.size(); begin = out.ends[i++]) {
-        stack_index_.emplace(hash(out.data.data() + begin, out.ends[i] - begin), i);
+    if (index.of != &set || index.count != set.ends.size()) {  // (re)build the index for this set
+      index.hashes.clear();
+      for (uint32_t i = 0, begin = 0; i < set.ends.size(); begin = set.ends[i++]) {
+        index.hashes.emplace(hash(set.data.data() + begin, set.ends[i] - begin), i);
       }
-      indexed_state_ = &out;
+      index.of = &set;
     }
     const uint64_t h = hash(stack.data(), stack.size());
-    for (auto [it, end] = stack_index_.equal_range(h); it != end; ++it) {
-      if (same(it->second)) return;
+    for (auto [it, end] = index.hashes.equal_range(h); it != end; ++it) {
+      if (same(it->second)) return false;
     }
-    stack_index_.emplace(h, static_cast<uint32_t>(out.ends.size()));
+    index.hashes.emplace(h, static_cast<uint32_t>(set.ends.size()));
   }
-  out.data.insert(out.data.end(), stack.begin(), stack.end());
-  out.ends.push_back(static_cast<uint32_t>(out.data.size()));
-  indexed_count_ = out.ends.size();
+  set.data.insert(set.data.end(), stack.begin(), stack.end());
+  set.ends.push_back(static_cast<uint32_t>(set.data.size()));
+  index.count = set.ends.size();
+  return true;
 }
 
 void GrammarMatcher::advance(const State& from, uint8_t byte, State& to) {
   to.clear();
+  expanded_.clear();
   const Grammar& g = *grammar_;
   uint32_t begin = 0;
   for (const uint32_t end : from.ends) {

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <span>
 #include <string>
@@ -93,7 +94,13 @@ class GrammarMatcher {
   // Where each byte leads from an interned state: an interned id, kDead, or kUnknown (not computed yet).
   using Transitions = std::array<int32_t, 256>;
   void expand(std::vector<uint32_t>& stack, State& out, size_t depth);
-  void add_stack(const std::vector<uint32_t>& stack, State& out);
+  // An index of the hashes of a set of stacks, built once the set is large.
+  struct StackIndex {
+    std::unordered_multimap<uint64_t, uint32_t> hashes;
+    const State* of = nullptr;  // the set it indexes
+    size_t count = 0;           // of how many of its stacks
+  };
+  static bool insert_stack(const std::vector<uint32_t>& stack, State& set, StackIndex& index, size_t max_elements);
   void advance(const State& from, uint8_t byte, State& to);
   bool advance_bytes(const State& from, std::string_view bytes, State& out);
   static std::string key(const State& state);
@@ -106,10 +113,11 @@ class GrammarMatcher {
   std::shared_ptr<const Grammar> grammar_;
   const TokenTrie& trie_;
   State state_;
-  std::vector<State> levels_;                   // allowed_tokens(): the state after each trie depth
-  State step_a_, step_b_;                       // advance_bytes() scratch
-  State probe_;                                 // allows() and accept_bytes(): the state after the bytes
-  std::vector<std::vector<uint32_t>> scratch_;  // expand(): one stack per recursion depth
+  std::vector<State> levels_;  // allowed_tokens(): the state after each trie depth
+  State step_a_, step_b_;      // advance_bytes() scratch
+  State probe_;                // allows() and accept_bytes(): the state after the bytes
+  // expand(): one stack per recursion depth, grown on demand (a deque, so that growing keeps references valid).
+  std::deque<std::vector<uint32_t>> scratch_;
   std::vector<uint64_t> mask_;
   std::unordered_map<std::string, std::vector<uint64_t>> masks_;
   std::vector<State> interned_;                            // states met by trie walks, by id
@@ -121,10 +129,9 @@ class GrammarMatcher {
   size_t max_interned_states_;
   std::vector<int32_t> level_ids_;  // walk_interned(): the state after each trie depth
   State next_;                      // transition() scratch
-  // add_stack(): hashes of the stacks of the state being built, once it is large.
-  std::unordered_multimap<uint64_t, uint32_t> stack_index_;
-  const State* indexed_state_ = nullptr;
-  size_t indexed_count_ = 0;
+  StackIndex out_index_;            // expand(): of the state being built
+  State expanded_;                  // expand(): the stacks met at a rule reference since advance() began
+  StackIndex expanded_index_;
 };
 
 }  // namespace ernie
