@@ -3,6 +3,8 @@
 # architecture is the target's, so a cross build (scripts/cross.sh aarch64) packages arm64.
 install(TARGETS ernie RUNTIME DESTINATION bin)
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/models/demo/ DESTINATION share/ernie/demo)
+# Its quatrain adapter, to try --lora with: ernie run --chat --prompt ... --lora /usr/share/ernie/demo-quatrain-lora
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/models/demo-quatrain-lora/ DESTINATION share/ernie/demo-quatrain-lora)
 # /usr/lib/systemd/system: Debian 12's /lib is a link to /usr/lib, and systemd reads both.
 install(FILES ${CMAKE_SOURCE_DIR}/deploy/systemd/ernie-serve.service DESTINATION lib/systemd/system)
 install(FILES ${CMAKE_SOURCE_DIR}/deploy/systemd/ernie-serve.default DESTINATION /etc/default RENAME ernie-serve)
@@ -31,7 +33,7 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # ernie-edge_VERSION_ARCH.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION science)
 # Named by hand: dpkg-shlibdeps cannot see a cross build's private sentencepiece copy (scripts/cross.sh). These are
 # the Debian 12 packages of the shared libraries `ernie` links (libstdc++/libgcc/libc come with them).
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6 (>= 2.36), libstdc++6 (>= 12), libhwy1 (>= 1.0.3), libsentencepiece0, libcpp-httplib0.11")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6 (>= 2.36), libstdc++6 (>= 12), libhwy1 (>= 1.0.3), libsentencepiece0, libcpp-httplib0.11, libre2-9")
 # The defaults file is the administrator's: kept across upgrades, never overwritten.
 file(WRITE ${CMAKE_BINARY_DIR}/deb-control/conffiles "/etc/default/ernie-serve\n")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${CMAKE_BINARY_DIR}/deb-control/conffiles)

@@ -197,10 +197,27 @@ def main():
         {"prompt": "x", "max_tokens": 8, "logprobs": 3, "response_format": {"type": "json_object"}}).encode())
     put("request_fuzz", "gbnf", b"\x00" + json.dumps(
         {"prompt": "x", "max_tokens": 8, "grammar": "root ::= item (\",\" item){0,3}\nitem ::= [a-z\u4e00-\u9fff]+ | \"\\\"\" [0-9]{2}\n"}).encode())
+    # Empty alternatives in a repetition: exponentially many paths to the same parse (once a timeout in CI).
+    put("request_fuzz", "gbnf_nullable", b"\x00" + json.dumps(
+        {"prompt": "x", "max_tokens": 8, "grammar": "root ::= item (\",\" " + "|" * 26 +
+         "item){0,3}\nitem ::= [a-z\u4e00-\u9fff]+ | \"\\\"\" [0-9]{2}\n"}).encode())
     # 0xF0 and up: /tokenize (even) and /detokenize (odd).
     put("request_fuzz", "tokenize_pieces", b"\xf0" + json.dumps(
         {"content": "\u4f60\u597d <|end_of_sentence|> \U0001f600", "with_pieces": True, "add_special": True}).encode())
     put("request_fuzz", "detokenize_ids", b"\xf1" + json.dumps({"tokens": [1, 2, 100, 5000, 24, 254, 173]}).encode())
+
+    # lora_adapter_fuzz: even first byte, adapter_config.json; odd, adapter_model.safetensors (for the demo model,
+    # whose q_proj is [hidden, hidden]: num_attention_heads * head_dim = hidden_size).
+    put("lora_adapter_fuzz", "config", b"\x00" + json.dumps(
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 16, "use_rslora": True, "target_modules": ".*\\.q_proj",
+         "layers_to_transform": [0], "rank_pattern": {"layers.0.self_attn.q_proj": 2, "v_proj": 3},
+         "alpha_pattern": {"q_proj": 8}, "bias": "none", "modules_to_save": None, "fan_in_fan_out": False}).encode())
+    # The odd inputs' config: rank 2 on layer 0's q_proj.
+    hidden = json.loads(read(os.path.join(DEMO, "config.json")))["hidden_size"]
+    name = "base_model.model.model.layers.0.self_attn.q_proj"
+    put("lora_adapter_fuzz", "weights", b"\x01" + safetensors([
+        (name + ".lora_A.weight", "F32", [2, hidden], struct.pack("<f", 0.01) * (2 * hidden)),
+        (name + ".lora_B.weight", "BF16", [hidden, 2], b"\x80\x3c" * (2 * hidden))]))
 
     # stop_strings_fuzz: count byte, stop strings NUL-terminated, seed byte, text.
     put("stop_strings_fuzz", "two_stops", b"\x02User:\0\n\n\0\x07Hello there.\nUser: more text")

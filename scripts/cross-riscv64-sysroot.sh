@@ -21,11 +21,12 @@ done
 if ((${#missing[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-stamp="$sysroot/.ernie-sysroot-done"
-[ -e "$stamp" ] && exit 0
 packages=(libc6-dev libstdc++-14-dev libhwy-dev libsentencepiece-dev libgtest-dev libgmock-dev libcpp-httplib-dev
-  nlohmann-json3-dev libcli11-dev
+  nlohmann-json3-dev libcli11-dev libre2-dev
   libprotobuf-dev)  # trixie's sentencepiece.pc requires protobuf-lite
+# The stamp holds the package list, so that a sysroot made before a package joined the list is made again.
+stamp="$sysroot/.ernie-sysroot-done"
+[ -e "$stamp" ] && [ "$(cat "$stamp")" = "${packages[*]}" ] && exit 0
 state="$prefix/apt"
 $sudo rm -rf "$sysroot" "$state"
 $sudo mkdir -p "$sysroot" "$state/lists/partial" "$state/cache/archives/partial" "$state/preferences.d"
@@ -47,4 +48,4 @@ done
 $sudo find "$sysroot/usr/lib" -type l -lname '/*' | while read -r link; do
   $sudo ln -sfn "$sysroot$(readlink "$link")" "$link"
 done
-$sudo touch "$stamp"
+echo "${packages[*]}" | $sudo tee "$stamp" >/dev/null

@@ -34,10 +34,10 @@ if [ "$arch" = aarch64 ]; then
     $sudo dpkg --add-architecture arm64
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
   fi
-  # Multi-Arch: same packages install beside their amd64 twins. libhwy, gtest/gmock and cpp-httplib (a shared
+  # Multi-Arch: same packages install beside their amd64 twins. libhwy, gtest/gmock, RE2 and cpp-httplib (a shared
   # library in Debian, with its TLS/compression deps) are needed for arm64; nlohmann-json and CLI11 are headers.
   apt_install crossbuild-essential-arm64 qemu-user \
-    libhwy-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 libcpp-httplib-dev:arm64
+    libhwy-dev:arm64 libgtest-dev:arm64 libgmock-dev:arm64 libcpp-httplib-dev:arm64 libre2-dev:arm64
   # libsentencepiece0/-dev are not Multi-Arch: same (installing the arm64 ones would remove the amd64 ones that the
   # native build needs), so their .debs are unpacked into a private prefix that the toolchain file and
   # scripts/emulate.sh know. Its own dependencies (libc6, libstdc++6, libgcc-s1) are multiarch and already there.

@@ -14,8 +14,8 @@ seconds="${1:-20}"
 shift || true
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="$root/build-fuzz"
-all_targets=(safetensors_fuzz safetensors_index_fuzz gguf_fuzz config_fuzz tokenizer_fuzz chat_template_fuzz
-             request_fuzz stop_strings_fuzz utf8_fuzz)
+all_targets=(safetensors_fuzz safetensors_index_fuzz gguf_fuzz config_fuzz lora_adapter_fuzz tokenizer_fuzz
+             chat_template_fuzz request_fuzz stop_strings_fuzz utf8_fuzz)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all_targets[@]}")
 for t in "${targets[@]}"; do

@@ -12,6 +12,7 @@ packages=(
   libbenchmark-dev
   libcli11-dev
   libcpp-httplib-dev
+  libre2-dev
   prometheus  # promtool, which lints the server's /metrics and checks deploy/prometheus in the tests
   nginx curl jq  # deploy/local-cluster.sh and its test (nginx in front of replicas)
   libxml2-utils  # xmllint, which the cli tests parse the SVG figures of `ernie bench --plot` with

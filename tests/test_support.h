@@ -69,6 +69,11 @@ inline std::filesystem::path demo_model_dir() {
   return ERNIE_DEMO_MODEL_DIR;
 }
 
+// The demo model's quatrain adapter (models/demo-quatrain-lora, from tools/finetune_lora).
+inline std::filesystem::path demo_lora_dir() {
+  return ERNIE_DEMO_LORA_DIR;
+}
+
 using Bytes = std::vector<uint8_t>;
 
 inline Bytes read_bytes(const std::filesystem::path& path) {

@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <sstream>
@@ -19,9 +20,10 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
   command.add_option("-c,--ctx", options.context_length, "Context length: KV-cache capacity in tokens")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  command.add_option("-t,--threads", options.threads,
-                     "Threads (default: one per physical performance core; on big.LITTLE CPUs only the big cores, "
-                     "with the threads pinned to them)")
+  command
+      .add_option("-t,--threads", options.threads,
+                  "Threads (default: one per physical performance core; on big.LITTLE CPUs only the big cores, "
+                  "with the threads pinned to them)")
       ->check(CLI::PositiveNumber);
   command.add_option("--cpus", options.cpus,
                      "Pin the threads to these CPUs, e.g. 0-3,6 (default threads: one per physical core of the list)");
@@ -29,6 +31,63 @@ void add_model_options(CLI::App& command, ModelOptions& options) {
                      "Convert the weights at load: f32, bf16, f16, int8 (q8_0) or int4 (q4_0)");
   command.add_option("--kv-dtype", options.kv_dtype,
                      "KV-cache type: f32, f16 or q8_0 (default: f32, f16 when the weights are quantized)");
+  command
+      .add_option("--lora", options.lora,
+                  "LoRA adapter: a Hugging Face PEFT directory (adapter_config.json, adapter_model.safetensors), "
+                  "as DIR or NAME=DIR (repeatable; ernie serve offers each by NAME)")
+      ->allow_extra_args(false)  // one value per --lora
+      ->type_name("[NAME=]DIR");
+  command.add_option("--lora-scale", options.lora_scales, "Scale of the --lora before it (default 1.0)")
+      ->allow_extra_args(false)
+      ->type_name("S");
+  command.add_flag("--lora-merge", options.lora_merge,
+                   "Fold the --lora adapters into the weights at load (before any --dtype conversion): no per-token "
+                   "cost, one adapter set for everything");
+  options.command = &command;
+}
+
+std::vector<LoraFlag> lora_flags(const ModelOptions& options) {
+  std::vector<LoraFlag> flags;
+  size_t scales = 0;
+  std::vector<bool> scaled;
+  const auto add = [&](const std::string& value) {
+    LoraFlag flag;
+    const size_t eq = value.find('=');
+    if (eq != std::string::npos && eq > 0 && value.find('/') > eq) {
+      flag.name = value.substr(0, eq);
+      flag.dir = value.substr(eq + 1);
+    } else {
+      flag.dir = value;
+      flag.name = std::filesystem::path(value).lexically_normal().filename().string();
+      if (flag.name.empty())
+        flag.name = std::filesystem::path(value).lexically_normal().parent_path().filename().string();
+    }
+    if (flag.dir.empty()) fail("--lora ", value, ": no directory given");
+    for (const LoraFlag& f : flags) {
+      if (f.name == flag.name) fail("--lora: two adapters named \"", flag.name, "\" (use NAME=DIR)");
+    }
+    flags.push_back(flag);
+    scaled.push_back(false);
+  };
+  const auto scale = [&](float s) {
+    if (flags.empty()) fail("--lora-scale ", s, " comes before any --lora (it scales the --lora before it)");
+    if (scaled.back()) fail("--lora-scale: two scales for the adapter ", flags.back().name);
+    if (!std::isfinite(s)) fail("--lora-scale must be a finite number");
+    flags.back().scale = s;
+    scaled.back() = true;
+  };
+  if (!options.command) {
+    for (const std::string& v : options.lora) add(v);
+    if (!options.lora_scales.empty()) fail("--lora-scale needs the command line's order");
+    return flags;
+  }
+  size_t next_lora = 0;
+  for (const CLI::Option* option : options.command->parse_order()) {
+    if (option->get_name() == "--lora" && next_lora < options.lora.size()) add(options.lora[next_lora++]);
+    if (option->get_name() == "--lora-scale" && scales < options.lora_scales.size())
+      scale(options.lora_scales[scales++]);
+  }
+  return flags;
 }
 
 DType parse_weight_dtype(const std::string& name) {
@@ -50,8 +109,10 @@ std::optional<DType> kv_cache_dtype(const ModelOptions& options) {
 }
 
 SessionOptions session_options(const ModelOptions& options, const LoadedModel& loaded) {
-  return SessionOptions{
+  SessionOptions session{
       .context_length = options.context_length, .kv_dtype = kv_cache_dtype(options), .pool = loaded.pool.get()};
+  for (const LoadedAdapter& a : loaded.adapters) session.lora.push_back({a.adapter.get(), a.scale});
+  return session;
 }
 
 std::filesystem::path demo_model_dir() {
@@ -95,7 +156,16 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   loaded.pool = std::make_unique<ThreadPool>(plan.threads, plan.cpus);
   LoadOptions load_options{.pool = loaded.pool.get()};
   if (!options.dtype.empty()) load_options.dtype = parse_weight_dtype(options.dtype);
+  const std::vector<LoraFlag> lora = lora_flags(options);
+  if (options.lora_merge && lora.empty()) fail("--lora-merge needs at least one --lora");
+  if (options.lora_merge) {
+    for (const LoraFlag& f : lora) load_options.merge_lora.push_back({f.dir, f.scale});
+  }
   loaded.model = Model::load(dir, load_options);
+  if (!options.lora_merge) {
+    for (const LoraFlag& f : lora)
+      loaded.adapters.push_back({f.name, LoraAdapter::load(f.dir, loaded.model->config()), f.scale});
+  }
   if (const GgufFile* gguf = loaded.model->gguf()) {  // one parse of the file serves all three
     loaded.defaults = generation_defaults_from_gguf(*gguf);
     if (with_tokenizer) loaded.tokenizer = Tokenizer::from_vocabulary(read_gguf_vocabulary(*gguf), dir.string());
@@ -109,6 +179,10 @@ LoadedModel load_model(const ModelOptions& options, bool with_tokenizer) {
   std::fprintf(stderr, "ernie: loaded %s (%.1f M parameters, %s, %.1f MiB of weights) in %.3f s, %d threads%s\n",
                dir.c_str(), loaded.model->parameter_count() / 1e6, loaded.model->weight_dtype().c_str(),
                loaded.model->weight_bytes() / 1048576.0, loaded.load_seconds, loaded.pool->size(), pinned.c_str());
+  for (const LoraFlag& f : lora) {
+    std::fprintf(stderr, "ernie: LoRA adapter %s (%s), scale %g, %s\n", f.name.c_str(), f.dir.c_str(), f.scale,
+                 options.lora_merge ? "merged into the weights" : "applied per token");
+  }
   return loaded;
 }
 

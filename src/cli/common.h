@@ -26,6 +26,10 @@ struct ModelOptions {
   std::string cpus;      // --cpus LIST ("0-3,6"): pin to these CPUs; empty: the performance cores where they differ
   std::string dtype;     // weight type to convert to at load; empty keeps the stored types
   std::string kv_dtype;  // KV-cache type; empty: F32 for float weights, F16 for quantized
+  std::vector<std::string> lora;  // --lora [NAME=]DIR, repeatable
+  std::vector<float> lora_scales;  // --lora-scale S, each for the --lora before it
+  bool lora_merge = false;         // --lora-merge: fold the adapters into the weights at load
+  const CLI::App* command = nullptr;  // the subcommand parsed, for the order of --lora and --lora-scale
 };
 void add_model_options(CLI::App& command, ModelOptions& options);
 
@@ -43,9 +47,28 @@ bool has_tokenizer(const std::filesystem::path& checkpoint);
 // ernie.random_weights flag that `ernie quantize` carries over into a GGUF file.
 bool has_random_weights(const std::filesystem::path& checkpoint);
 
+// A --lora flag: the adapter's directory, the name it is served under (NAME=, else the directory's name) and its
+// --lora-scale.
+struct LoraFlag {
+  std::string name;
+  std::filesystem::path dir;
+  float scale = 1.0f;
+};
+// The --lora flags in order, each with the --lora-scale given after it (default 1). A --lora-scale before any --lora,
+// two for one adapter, or a name given twice raises ernie::Error.
+std::vector<LoraFlag> lora_flags(const ModelOptions& options);
+
+struct LoadedAdapter {
+  std::string name;
+  std::shared_ptr<const LoraAdapter> adapter;
+  float scale = 1.0f;
+};
+
 struct LoadedModel {
   std::unique_ptr<ThreadPool> pool;  // shared by loading and every session
   std::unique_ptr<Model> model;
+  // The --lora adapters, unless --lora-merge folded them into the weights; session_options applies them all.
+  std::vector<LoadedAdapter> adapters;
   std::optional<Tokenizer> tokenizer;
   GenerationDefaults defaults;
   double load_seconds = 0;

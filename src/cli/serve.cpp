@@ -20,6 +20,7 @@ struct ServeOptions {
   server::ServerOptions server;
   int64_t kv_memory_mib = 0;
   bool no_prefix_cache = false;
+  int max_lora_rank = 64;
 };
 
 // The name clients use for the model: the checkpoint folder's name, or a GGUF file's name without ".gguf".
@@ -43,16 +44,26 @@ void serve(ServeOptions& o) {
   o.server.scheduler.kv_dtype = kv_cache_dtype(o.model);
   o.server.scheduler.kv_memory_bytes = o.kv_memory_mib << 20;
   o.server.scheduler.prefix_cache = !o.no_prefix_cache;
+  o.server.scheduler.max_lora_rank = o.max_lora_rank;
   server::Server server(o.server);
   const int port = server.listen();
   std::fprintf(stderr, "ernie: listening on http://%s:%d (loading the model)\n", o.server.host.c_str(), port);
 
   LoadedModel loaded = load_model(o.model, /*with_tokenizer=*/true);
+  // Unmerged adapters are offered by name, each request naming the one it runs with.
+  std::vector<LoraRegistry::Entry> adapters;
+  for (LoadedAdapter& a : loaded.adapters) adapters.push_back({a.name, std::move(a.adapter), a.scale});
+  const std::string id = model_id(o.model.dir);
+  for (const LoraRegistry::Entry& a : adapters) {
+    std::fprintf(stderr, "ernie: serving the LoRA adapter %s as \"model\": \"%s\"\n", a.adapter->path().c_str(),
+                 a.name.c_str());
+  }
   server.serve_model({.pool = std::move(loaded.pool),
                       .model = std::move(loaded.model),
                       .tokenizer = std::make_unique<Tokenizer>(std::move(*loaded.tokenizer)),
                       .defaults = loaded.defaults,
-                      .id = model_id(o.model.dir)});
+                      .id = id,
+                      .adapters = std::move(adapters)});
   const auto stats = *server.scheduler_stats();
   std::fprintf(stderr,
                "ernie: ready at http://%s:%d: %d slots, %d tokens of context each, KV cache of %lld tokens "
@@ -157,14 +168,23 @@ void register_serve(CLI::App& app) {
   cmd->add_flag("--no-prefix-cache", options->no_prefix_cache,
                 "Never reuse the KV cache of an earlier request's prompt prefix");
   cmd->add_option("--api-key", s.api_key, "Require 'Authorization: Bearer KEY' on every route but /health");
+  cmd->add_option("--max-lora-rank", options->max_lora_rank,
+                  "Largest LoRA rank an adapter loaded at run time may have (POST /v1/load_lora_adapter); "
+                  "0 refuses adapters")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   add_limit_options(*cmd, s);
   // The systemd unit (deploy/systemd/ernie-serve.service) configures the server from /etc/default/ernie-serve: each
   // variable stands in for its flag when the flag is not given (a flag wins; an empty variable counts as unset).
   // The API key is best passed this way: a flag's value is visible to every user in the process list.
-  for (const auto& [flag, variable] : {std::pair{"--model", "ERNIE_MODEL"}, {"--host", "ERNIE_HOST"},
-                                       {"--port", "ERNIE_PORT"}, {"--threads", "ERNIE_THREADS"},
-                                       {"--cpus", "ERNIE_CPUS"}, {"--dtype", "ERNIE_DTYPE"},
-                                       {"--kv-dtype", "ERNIE_KV_DTYPE"}, {"--ctx", "ERNIE_CTX"},
+  for (const auto& [flag, variable] : {std::pair{"--model", "ERNIE_MODEL"},
+                                       {"--host", "ERNIE_HOST"},
+                                       {"--port", "ERNIE_PORT"},
+                                       {"--threads", "ERNIE_THREADS"},
+                                       {"--cpus", "ERNIE_CPUS"},
+                                       {"--dtype", "ERNIE_DTYPE"},
+                                       {"--kv-dtype", "ERNIE_KV_DTYPE"},
+                                       {"--ctx", "ERNIE_CTX"},
                                        {"--api-key", "ERNIE_API_KEY"}}) {
     cmd->get_option(flag)->envname(variable);
   }

@@ -35,6 +35,12 @@ struct GenerationOptions {
   // < 0: none. Otherwise each generated token carries its log-probability and the `top_logprobs` most likely
   // tokens with theirs: log-softmax of the model's logits, before bias, penalties, temperature or any filter.
   int top_logprobs = -1;
+  // A LoRA adapter for this request alone, times lora_scale (the scheduler batches requests for different adapters
+  // in one pass; a Session runs the adapters it was made with instead). The request holds it until it ends, so an
+  // adapter unloaded meanwhile is freed only then. lora_name names it in metrics.
+  std::shared_ptr<const LoraAdapter> lora;
+  float lora_scale = 1.0f;
+  std::string lora_name;
 };
 
 // Sampling defaults from generation_config.json, as transformers applies them: do_sample false means greedy,

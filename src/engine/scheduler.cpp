@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -130,7 +131,7 @@ Scheduler::Scheduler(const Model& model, const Tokenizer& tokenizer, SchedulerOp
       cache_(model.config(), cache_options(model, options_)),
       workspace_(model, options_.prefill_chunk + options_.max_running,
                  options_.prefill_chunk >= 1 ? options_.pool : (fail("prefill_chunk must be >= 1"), nullptr),
-                 context_length_) {
+                 context_length_, options_.max_lora_rank) {
   if (options_.max_waiting < 0) fail("max_waiting must be >= 0");
   for (int i = 0; i < options_.max_running; ++i) slots_.push_back(std::make_unique<Slot>(context_length_));
   chunks_.reserve(slots_.size());
@@ -162,6 +163,14 @@ std::vector<std::unique_ptr<RequestHandle>> Scheduler::try_submit_copies(std::ve
   check_prompt(prompt, vocab_size_, 0, context_length_);
   if (options.max_new_tokens < 1) fail("max_new_tokens must be at least 1");
   options.sampling.validate();
+  if (options.lora) {
+    if (options.lora->max_rank() > options_.max_lora_rank)
+      fail("the adapter ", options.lora_name, " has rank ", options.lora->max_rank(), ", over the ",
+           options_.max_lora_rank, " this scheduler was sized for (--max-lora-rank)");
+    if (options.lora->layers() != model_.config().num_hidden_layers)
+      fail("the adapter ", options.lora_name, " is for a model of ", options.lora->layers(), " layers");
+    if (!std::isfinite(options.lora_scale)) fail("the adapter's scale must be a finite number");
+  }
   const int64_t cache_positions = cache_.total_blocks() * kKvBlockPositions;
   if (static_cast<int64_t>(prompt.size()) >= cache_positions) {
     fail("the prompt of ", prompt.size(), " tokens leaves no room to generate in the KV cache of ", cache_positions,
@@ -305,6 +314,7 @@ Scheduler::Admission Scheduler::start(Slot& slot, std::shared_ptr<detail::Reques
     // Not expected for a request try_submit() accepted; the request ends with the error rather than the scheduler.
     RequestSummary how;
     how.prompt_tokens = static_cast<int>(prompt.size());
+    how.lora_name = request->options.lora_name;
     how.error = e.what();
     how.total_seconds = seconds_between(request->submitted, Clock::now());
     request->prompt_done = true;
@@ -315,7 +325,10 @@ Scheduler::Admission Scheduler::start(Slot& slot, std::shared_ptr<detail::Reques
   const int64_t cache_positions = cache_.total_blocks() * kKvBlockPositions;
   const int budget = static_cast<int>(std::min<int64_t>(
       {static_cast<int64_t>(prompt.size()) + request->options.max_new_tokens, context_length_, cache_positions}));
-  if (request->options.cache_prompt) cache_.attach_prefix(slot.sequence, prompt);
+  // Keys and values computed under an adapter are found only by requests with the same adapter and scale.
+  const LoraApplication lora{request->options.lora.get(), request->options.lora_scale};
+  const uint64_t lora_key = lora.adapter ? lora_cache_key(std::span(&lora, 1)) : 0;
+  if (request->options.cache_prompt) cache_.attach_prefix(slot.sequence, prompt, lora_key);
   const int64_t needed = KvCache::blocks_for(budget) - static_cast<int64_t>(slot.sequence.blocks().size());
   if (needed > cache_.available_blocks() - promised_blocks_) {
     cache_.release(slot.sequence);
@@ -324,6 +337,8 @@ Scheduler::Admission Scheduler::start(Slot& slot, std::shared_ptr<detail::Reques
   promised_blocks_ += needed;
   slot.promised_blocks = needed;
   slot.budget = budget;
+  slot.lora = lora;
+  slot.lora_key = lora_key;
   slot.tokens.assign(prompt.begin(), prompt.end());
   slot.request = request;
   slot.continuation.reset();
@@ -332,6 +347,7 @@ Scheduler::Admission Scheduler::start(Slot& slot, std::shared_ptr<detail::Reques
   slot.next_token = -1;
   slot.summary = RequestSummary{};
   slot.summary.prompt_tokens = static_cast<int>(prompt.size());
+  slot.summary.lora_name = request->options.lora_name;
   slot.summary.queue_seconds = seconds_between(request->submitted, Clock::now());
   return Admission::Started;
 }
@@ -357,7 +373,8 @@ void Scheduler::plan_step(StepStats& stats) {
       finish(slot, /*cancelled=*/false, "the KV cache ran out of blocks");
       return false;
     }
-    chunks_.push_back(Chunk{&slot.sequence, tokens, logits});
+    chunks_.push_back(
+        Chunk{&slot.sequence, tokens, logits, slot.lora.adapter ? LoraStack(&slot.lora, 1) : LoraStack()});
     chunk_slots_.push_back(&slot);
     return true;
   };
@@ -410,7 +427,7 @@ void Scheduler::run_step() {
   size_t row = 0;
   for (size_t i = 0; i < chunks_.size(); ++i) {
     Slot& slot = *chunk_slots_[i];
-    cache_.publish(slot.sequence, slot.tokens);
+    cache_.publish(slot.sequence, slot.tokens, slot.lora_key);
     if (chunks_[i].logits == Logits::kNone) continue;
     take(slot, logits.subspan(row++ * vocab_size_, vocab_size_));
   }
@@ -472,6 +489,7 @@ void Scheduler::end_unadmitted(detail::RequestState& request) {
   request.leader.reset();
   RequestSummary how;
   how.prompt_tokens = static_cast<int>(request.prompt.size());
+  how.lora_name = request.options.lora_name;
   how.cancelled = true;
   how.total_seconds = seconds_between(request.submitted, Clock::now());
   if (options_.on_finish) options_.on_finish(how);

@@ -61,6 +61,7 @@ struct RequestSummary {
   double queue_seconds = 0;        // submission -> admission into a slot
   double first_token_seconds = 0;  // submission -> first token sampled (time to first token); 0 if none
   double total_seconds = 0;        // submission -> finished
+  std::string lora_name;           // GenerationOptions::lora_name of the request
 };
 
 struct SchedulerOptions {
@@ -75,6 +76,7 @@ struct SchedulerOptions {
   std::optional<DType> kv_dtype;  // nullopt: default_kv_dtype(model)
   bool prefix_cache = true;       // reuse cached prompt prefixes across requests
   ThreadPool* pool = nullptr;     // runs each step's matmuls and attention; null: the scheduler thread alone
+  int max_lora_rank = 0;          // the largest adapter rank a request may bring (GenerationOptions::lora); 0: none
   // Called on the scheduler thread after every step (metrics). It must not call into the scheduler; while it runs
   // no step runs, which tests use to hold the scheduler at a known point.
   std::function<void(const StepStats&)> on_step;
@@ -165,7 +167,9 @@ class Scheduler {
     Sequence sequence;
     std::vector<int32_t> tokens;  // the prompt, then each generated token as it is fed: sequence's positions
     int budget = 0;               // positions the request may fill (prompt + max_new_tokens, capped)
-    int64_t promised_blocks = 0;  // blocks promised at admission and not yet taken
+    LoraApplication lora;         // the request's adapter (none: adapter null), and the key of its cached blocks
+    uint64_t lora_key = 0;
+    int64_t promised_blocks = 0;                    // blocks promised at admission and not yet taken
     std::shared_ptr<detail::RequestState> request;  // null while the slot is free
     std::optional<Continuation> continuation;
     uint64_t admitted = 0;    // admission order, for first-come-first-served prefill

@@ -29,22 +29,6 @@ HWY_INLINE void ForEachVector(int n, Fn&& fn) {
   if (i < n) fn(i, n - i);
 }
 
-// Loads count <= Lanes(df) floats; the lanes past count are zero.
-template <class DF>
-HWY_INLINE hn::Vec<DF> LoadPart(DF df, const float* p, int count) {
-  if (count == static_cast<int>(hn::Lanes(df))) return hn::LoadU(df, p);
-  HWY_ALIGN float buffer[HWY_MAX_BYTES / sizeof(float)] = {};
-  for (int i = 0; i < count; ++i) buffer[i] = p[i];
-  return hn::Load(df, buffer);
-}
-template <class DF>
-HWY_INLINE void StorePart(DF df, hn::Vec<DF> v, float* p, int count) {
-  if (count == static_cast<int>(hn::Lanes(df))) return hn::StoreU(v, df, p);
-  HWY_ALIGN float buffer[HWY_MAX_BYTES / sizeof(float)];
-  hn::Store(v, df, buffer);
-  for (int i = 0; i < count; ++i) p[i] = buffer[i];
-}
-
 void Softmax(float* x, int n) {
   const hn::ScalableTag<float> df;
   auto max = hn::Set(df, -HUGE_VALF);

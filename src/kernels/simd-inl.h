@@ -207,6 +207,22 @@ HWY_INLINE void RmsNormRow(float* out, const float* x, const float* weight, int 
 
 // ---- Activations --------------------------------------------------------------------------------------------------
 
+// Loads count <= Lanes(df) floats; the lanes past count are zero.
+template <class DF>
+HWY_INLINE hn::Vec<DF> LoadPart(DF df, const float* p, int count) {
+  if (count == static_cast<int>(hn::Lanes(df))) return hn::LoadU(df, p);
+  HWY_ALIGN float buffer[HWY_MAX_BYTES / sizeof(float)] = {};
+  for (int i = 0; i < count; ++i) buffer[i] = p[i];
+  return hn::Load(df, buffer);
+}
+template <class DF>
+HWY_INLINE void StorePart(DF df, hn::Vec<DF> v, float* p, int count) {
+  if (count == static_cast<int>(hn::Lanes(df))) return hn::StoreU(v, df, p);
+  HWY_ALIGN float buffer[HWY_MAX_BYTES / sizeof(float)];
+  hn::Store(v, df, buffer);
+  for (int i = 0; i < count; ++i) p[i] = buffer[i];
+}
+
 // SiLU(g) = g / (1 + e^-g). e^-g is clamped at e^100 (= inf in float32, inside hn::Exp's valid range) so that very
 // negative gates give -0 rather than garbage.
 template <class DF>

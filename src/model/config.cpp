@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/gguf.h"
+#include "io/json_file.h"
 #include "model/gguf_ernie.h"
 
 namespace ernie {
@@ -16,14 +17,6 @@ using nlohmann::json;
 constexpr const char* kSupportedModelType = "ernie4_5";
 // The transformers-native class name, and the one the first remote-code release of the checkpoint used.
 const std::vector<std::string> kSupportedArchitectures = {"Ernie4_5ForCausalLM", "Ernie4_5_ForCausalLM"};
-
-json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) fail(path.string(), ": cannot open");
-  json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) fail(path.string(), ": not a valid JSON object");
-  return doc;
-}
 
 // Typed field access that names the file and key in every error.
 class Fields {
@@ -86,7 +79,7 @@ class Fields {
 
 ModelConfig ModelConfig::load(const std::filesystem::path& dir) {
   const auto path = dir / "config.json";
-  const json doc = read_json_file(path);
+  const json doc = read_json_object(path);
   const Fields f(doc, path.string());
 
   const json* model_type = f.find("model_type");
@@ -168,7 +161,7 @@ GenerationDefaults GenerationDefaults::load(const std::filesystem::path& dir) {
   GenerationDefaults g;
   const auto path = dir / "generation_config.json";
   if (!std::filesystem::exists(path)) return g;
-  const json doc = read_json_file(path);
+  const json doc = read_json_object(path);
   const Fields f(doc, path.string());
   g.do_sample = f.optional<bool>("do_sample");
   g.temperature = f.optional<float>("temperature");

@@ -1,7 +1,8 @@
 #include "model/gguf_ernie.h"
 
+#include <re2/re2.h>
+
 #include <climits>
-#include <regex>
 #include <utility>
 
 #include "core/error.h"
@@ -52,11 +53,11 @@ std::string gguf_tensor_name(const std::string& hf) {
   if (hf == "model.embed_tokens.weight") return "token_embd.weight";
   if (hf == "model.norm.weight") return "output_norm.weight";
   if (hf == "lm_head.weight") return "output.weight";
-  static const std::regex layer(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
-  std::smatch m;
-  if (!std::regex_match(hf, m, layer)) return hf;
+  static const RE2 layer(R"(model\.layers\.(\d+)\.(.+)\.(weight|bias))");
+  std::string index, module, kind;
+  if (!RE2::FullMatch(hf, layer, &index, &module, &kind)) return hf;
   for (const auto& [hf_module, gguf_module] : kLayerNames) {
-    if (m[2] == hf_module) return "blk." + m[1].str() + "." + gguf_module + "." + m[3].str();
+    if (module == hf_module) return "blk." + index + "." + gguf_module + "." + kind;
   }
   return hf;
 }

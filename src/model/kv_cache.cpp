@@ -50,14 +50,19 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+constexpr uint64_t kRootHash = 0x6572'6e69'6500'0001ull;  // the parent of a sequence's first block
+
+// The parent hash of a sequence's first block: a key's blocks chain from their own root.
+uint64_t root_hash(uint64_t key) {
+  return key == 0 ? kRootHash : mix(kRootHash ^ key);
+}
+
 // The hash of a block's token prefix: its parent's hash chained with its own tokens.
 uint64_t block_hash(uint64_t parent_hash, const int32_t* tokens) {
   uint64_t h = mix(parent_hash);
   for (int i = 0; i < kKvBlockPositions; ++i) h = mix(h ^ static_cast<uint32_t>(tokens[i]));
   return h;
 }
-
-constexpr uint64_t kRootHash = 0x6572'6e69'6500'0001ull;  // the parent of a sequence's first block
 
 }  // namespace
 
@@ -180,13 +185,13 @@ void KvCache::truncate(Sequence& sequence, int n) {
   drop_reference(old_block);
 }
 
-int KvCache::attach_prefix(Sequence& sequence, std::span<const int32_t> prompt) {
+int KvCache::attach_prefix(Sequence& sequence, std::span<const int32_t> prompt, uint64_t key) {
   if (!sequence.blocks().empty() || sequence.position() != 0) fail("attach_prefix needs an empty sequence");
   if (!prefix_reuse_ || prompt.empty()) return 0;
   prefix_query_tokens_ += static_cast<int64_t>(prompt.size());
   const int64_t candidates = std::min<int64_t>((static_cast<int64_t>(prompt.size()) - 1) / kKvBlockPositions,
                                                sequence.max_positions() / kKvBlockPositions);
-  uint64_t parent = kRootHash;
+  uint64_t parent = root_hash(key);
   int attached = 0;
   for (int64_t i = 0; i < candidates; ++i) {
     const int32_t* tokens = prompt.data() + i * kKvBlockPositions;
@@ -203,13 +208,13 @@ int KvCache::attach_prefix(Sequence& sequence, std::span<const int32_t> prompt) 
   return attached;
 }
 
-void KvCache::publish(const Sequence& sequence, std::span<const int32_t> tokens) {
+void KvCache::publish(const Sequence& sequence, std::span<const int32_t> tokens, uint64_t key) {
   if (!prefix_reuse_) return;
   if (static_cast<int>(tokens.size()) < sequence.position()) fail("publish needs the sequence's tokens");
   const int full = sequence.position() / kKvBlockPositions;
   // Skip the leading blocks hashed already (each chains from the one before).
   int i = 0;
-  uint64_t parent = kRootHash;
+  uint64_t parent = root_hash(key);
   while (i < full && blocks_[sequence.blocks()[i]].hashed) parent = blocks_[sequence.blocks()[i++]].hash;
   for (; i < full; ++i) {
     Block& b = blocks_[sequence.blocks()[i]];

@@ -93,11 +93,13 @@ class KvCache {
 
   // For an empty sequence about to run `prompt`: attaches the longest run of cached blocks that hold the prompt's
   // first tokens, at most up to its second-to-last token (the last one must run to give logits), and sets the
-  // position after them. Returns the number of tokens attached (a multiple of kKvBlockPositions).
-  int attach_prefix(Sequence& sequence, std::span<const int32_t> prompt);
-  // Publishes each full block of `sequence` not yet published. tokens: the sequence's tokens at positions
-  // [0, position()). Allocates nothing. Does nothing with prefix reuse off.
-  void publish(const Sequence& sequence, std::span<const int32_t> tokens);
+  // position after them. Returns the number of tokens attached (a multiple of kKvBlockPositions). `key` names what
+  // else the keys and values depend on (the sequence's adapters, lora_cache_key): blocks are found only under the
+  // key they were published with.
+  int attach_prefix(Sequence& sequence, std::span<const int32_t> prompt, uint64_t key = 0);
+  // Publishes each full block of `sequence` not yet published, under `key`. tokens: the sequence's tokens at
+  // positions [0, position()). Allocates nothing. Does nothing with prefix reuse off.
+  void publish(const Sequence& sequence, std::span<const int32_t> tokens, uint64_t key = 0);
 
   // Layer `layer`'s keys and values as seen through `sequence`'s block table.
   KvCacheView view(int layer, const Sequence& sequence);
@@ -105,11 +107,11 @@ class KvCache {
  private:
   struct Block {
     int32_t refs = 0;
-    bool hashed = false;                // full, with hash and parent_hash computed (its contents no longer change)
-    bool published = false;             // findable by hash: hashed, and no other block with the same prefix was first
-    uint64_t hash = 0;                  // of the token prefix this block ends
-    int32_t prev = -1, next = -1;       // LRU list links, while cached
-    int32_t tokens[kKvBlockPositions];  // its tokens, when published (a hash match is then checked exactly)
+    bool hashed = false;           // full, with hash and parent_hash computed (its contents no longer change)
+    bool published = false;        // findable by hash: hashed, and no other block with the same prefix was first
+    uint64_t hash = 0;             // of the token prefix this block ends
+    int32_t prev = -1, next = -1;  // LRU list links, while cached
+    int32_t tokens[kKvBlockPositions] = {};  // its tokens, when published (a hash match is then checked exactly)
     uint64_t parent_hash = 0;
   };
 

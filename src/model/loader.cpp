@@ -2,6 +2,7 @@
 // (GGUF block types DType lacks; a --dtype conversion), all through one conversion routine.
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "core/error.h"
@@ -26,7 +27,9 @@ struct Conversion {
   int64_t rows, cols;
   DType to;
   bool pack;
-  bool release_source;     // drop `in`'s pages as rows are converted (a file mapping, read again if touched)
+  bool release_source;  // drop `in`'s pages as rows are converted (a file mapping, read again if touched)
+  // Adapters merged into the rows (W += scale · B A) between widening and storing.
+  std::vector<std::pair<const LoraModule*, float>> deltas = {};
   uint8_t* out = nullptr;  // set by convert()
 
   size_t in_row_bytes() const {
@@ -68,7 +71,7 @@ LargeBuffer convert(std::span<Conversion> jobs, ThreadPool* pool) {
     const Conversion& job = jobs[j];
     const int64_t r0 = (task - first_task[j]) * kRowsPerTask, r1 = std::min(job.rows, r0 + kRowsPerTask);
     const size_t in_row = job.in_row_bytes(), out_row = dtype_row_bytes(job.to, job.cols);
-    const bool same_type = job.from == job.to;  // only a plain matrix asked to be packed
+    const bool same_type = job.from == job.to && job.deltas.empty();  // only a plain matrix asked to be packed
     // Uninitialised: every byte is written, and zeroing it cost as much as the packing.
     std::unique_ptr<uint8_t[]> plain(job.pack && !same_type ? new uint8_t[out_row * (r1 - r0)] : nullptr);
     std::vector<float> row(job.cols);
@@ -78,6 +81,13 @@ LargeBuffer convert(std::span<Conversion> jobs, ThreadPool* pool) {
         dequantize_row(*job.from, in, row.data(), job.cols);
       } else {
         dequantize_ggml_row(job.ggml_type, in, row.data(), job.cols);
+      }
+      for (const auto& [m, scale] : job.deltas) {
+        for (int k = 0; k < m->rank; ++k) {
+          const float coefficient = scale * m->scale * m->b_t[static_cast<size_t>(k) * m->out + r];
+          const float* a = m->a.data() + static_cast<size_t>(k) * m->in;
+          for (int64_t c = 0; c < job.cols; ++c) row[c] += coefficient * a[c];
+        }
       }
       quantize_row(job.to, row.data(), job.pack ? plain.get() + (r - r0) * out_row : job.out + r * out_row, job.cols);
     }
@@ -120,7 +130,13 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
     model->tensors_ = CheckpointTensors::from(*model->safetensors_);
   }
   model->weights_ = bind_weights(model->config_, model->tensors_);
-  model->convert_weights(options.dtype, options.pool);
+  std::vector<std::shared_ptr<const LoraAdapter>> adapters;
+  std::vector<LoraApplication> merge;
+  for (const LoadOptions::MergedAdapter& m : options.merge_lora) {
+    adapters.push_back(LoraAdapter::load(m.dir, model->config_));
+    merge.push_back({adapters.back().get(), m.scale});
+  }
+  model->convert_weights(options.dtype, merge, options.pool);
   return model;
 }
 
@@ -157,18 +173,32 @@ void Model::bind_gguf_tensors(DType widen_to, ThreadPool* pool) {
   for (size_t i = 0; i < jobs.size(); ++i) widened[i]->data = jobs[i].out;
 }
 
-void Model::convert_weights(std::optional<DType> target, ThreadPool* pool) {
+void Model::convert_weights(std::optional<DType> target, std::span<const LoraApplication> merge, ThreadPool* pool) {
+  // The adapters' modules for each matrix they change.
+  std::map<const WeightMatrix*, std::vector<std::pair<const LoraModule*, float>>> deltas;
+  for (const LoraApplication& a : merge) {
+    if (a.adapter->layers() != config_.num_hidden_layers)
+      fail(a.adapter->path().string(), ": the adapter is for a model of ", a.adapter->layers(), " layers");
+    for (int l = 0; l < config_.num_hidden_layers; ++l) {
+      for (Projection p : kProjections) {
+        if (const LoraModule* m = a.adapter->module(l, p))
+          deltas[&weights_.layers[l].projection(p)].push_back({m, a.scale});
+      }
+    }
+  }
   std::vector<Conversion> jobs;
   std::vector<WeightMatrix*> matrices;
   for_each_matrix(weights_, config_.tie_word_embeddings, [&](WeightMatrix& m) {
-    const DType to = target.value_or(m.dtype);
-    if (m.dtype == to && m.packed == uses_quantized_input(to)) return;
+    const auto merged = deltas.find(&m);
+    const DType to = target.value_or(merged == deltas.end() || uses_quantized_input(m.dtype) ? m.dtype : DType::F32);
+    if (merged == deltas.end() && m.dtype == to && m.packed == uses_quantized_input(to)) return;
     if (m.cols % dtype_block_elements(to) != 0)
       fail("cannot store a matrix of ", m.cols, " columns as ", dtype_name(to));
     // Widened tensors stay readable as tensors() (an export reads them): only mapped files are released.
     const auto at = reinterpret_cast<uintptr_t>(m.data), start = reinterpret_cast<uintptr_t>(widened_.data());
     const bool widened = at >= start && at < start + widened_.size();
     jobs.push_back(Conversion{m.data, m.dtype, GgmlType{}, m.rows, m.cols, to, uses_quantized_input(to), !widened});
+    if (merged != deltas.end()) jobs.back().deltas = merged->second;
     matrices.push_back(&m);
   });
   if (jobs.empty()) return;

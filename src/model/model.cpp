@@ -5,14 +5,18 @@
 
 #include "core/error.h"
 #include "kernels/attention.h"
+#include "kernels/lora.h"
 #include "kernels/ops.h"
 
 namespace ernie {
 
 // ---- Workspace -----------------------------------------------------------------------------------------------------
 
-Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_, int max_positions)
-    : max_tokens(max_tokens_), pool(pool_), own_pool(pool_ ? nullptr : std::make_unique<ThreadPool>(1)) {
+Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_, int max_positions, int max_lora_rank_)
+    : max_tokens(max_tokens_),
+      pool(pool_),
+      own_pool(pool_ ? nullptr : std::make_unique<ThreadPool>(1)),
+      max_lora_rank(max_lora_rank_) {
   if (max_tokens <= 0) fail("a workspace needs room for at least one token");
   if (!pool) pool = own_pool.get();
   const ModelConfig& c = model.config();
@@ -39,13 +43,22 @@ Workspace::Workspace(const Model& model, int max_tokens_, ThreadPool* pool_, int
   row_chunk.resize(B);
   chunk_first_row.resize(B);
   logit_rows.resize(B);
+  if (max_lora_rank < 0) fail("max_lora_rank must not be negative");
+  if (max_lora_rank > 0) {
+    lora_shrunk.resize(B * 3 * max_lora_rank);
+    gate.resize(B * c.intermediate_size);
+    lora_rows.resize(B);
+    lora_pieces.resize(B);
+  }
 }
 
 size_t Workspace::bytes() const {
   return (x.size() + normed.size() + proj_out.size() + q.size() + k_new.size() + v_new.size() + attn_out.size() +
           act.size() + rope_cos.size() + rope_sin.size() + attention_partials.size()) *
              sizeof(float) +
-         quantized.size() + (row_chunk.size() + chunk_first_row.size() + logit_rows.size()) * sizeof(int);
+         (lora_shrunk.size() + gate.size()) * sizeof(float) + quantized.size() +
+         (row_chunk.size() + chunk_first_row.size() + logit_rows.size() + lora_rows.size()) * sizeof(int) +
+         lora_pieces.size() * sizeof(std::pair<int, int>);
 }
 
 int64_t logit_rows(std::span<const Chunk> chunks) {
@@ -84,6 +97,15 @@ void check_step(const Model& model, const Workspace& ws, std::span<const Chunk> 
       if (chunks[j].sequence == c.sequence) fail("forward: a sequence appears twice in one step");
     }
     rows += static_cast<int64_t>(c.tokens.size());
+    for (const LoraApplication& a : c.lora) {
+      if (!a.adapter) fail("forward: a LoRA stack entry without an adapter");
+      if (a.adapter->layers() != model.config().num_hidden_layers)
+        fail("forward: the adapter ", a.adapter->path().string(), " is for a model of ", a.adapter->layers(),
+             " layers");
+    }
+    if (lora_stack_rank(c.lora) > ws.max_lora_rank)
+      fail("forward: adapters of total rank ", lora_stack_rank(c.lora), " exceed the workspace's max_lora_rank ",
+           ws.max_lora_rank);
   }
   if (rows > ws.max_tokens || static_cast<int64_t>(chunks.size()) > ws.max_tokens)
     fail("forward: ", rows, " tokens exceed the workspace's ", ws.max_tokens);
@@ -126,7 +148,7 @@ class Pass {
     lap(ForwardProfile::kEmbedding);
     for (int l = 0; l < config_.num_hidden_layers; ++l) {
       attention_block(w.layers[l], l);
-      mlp_block(w.layers[l]);
+      mlp_block(w.layers[l], l);
       observe(l + 1, ws_.x.data(), rows_);
     }
     lm_head(logits);
@@ -161,6 +183,9 @@ class Pass {
                               {ws_.k_new.data(), &layer.k_proj, bias(layer.k_bias)},
                               {ws_.v_new.data(), &layer.v_proj, bias(layer.v_bias)}};
     matmul_parallel(*ws_.pool, normalized_input(layer.input_norm), qkv);
+    apply_lora(
+        layer_index, ws_.normed.data(), config_.hidden_size,
+        {{Projection::kQ, ws_.q.data()}, {Projection::kK, ws_.k_new.data()}, {Projection::kV, ws_.v_new.data()}});
     lap(ForwardProfile::kNormQkv);
     const AttentionShape shape{heads, kv_heads, config_.head_dim};
 
@@ -240,18 +265,35 @@ class Pass {
 
     const MatmulTask o[] = {{ws_.proj_out.data(), &layer.o_proj, bias(layer.o_bias)}};
     matmul_parallel(*ws_.pool, prepare_input(ws_.attn_out.data(), q_dim), o);
+    apply_lora(layer_index, ws_.attn_out.data(), q_dim, {{Projection::kO, ws_.proj_out.data()}});
     add_inplace(ws_.x.data(), ws_.proj_out.data(), static_cast<size_t>(rows_) * config_.hidden_size);
     lap(ForwardProfile::kOutput);
   }
 
   // x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = rmsnorm(x).
-  void mlp_block(const LayerWeights& layer) {
-    const MatmulTask gate_up[] = {
-        {ws_.act.data(), &layer.gate_proj, bias(layer.gate_bias), &layer.up_proj, bias(layer.up_bias)}};
-    matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm), gate_up);
+  void mlp_block(const LayerWeights& layer, int layer_index) {
+    if (!adapts(layer_index, Projection::kGate) && !adapts(layer_index, Projection::kUp)) {
+      const MatmulTask gate_up[] = {
+          {ws_.act.data(), &layer.gate_proj, bias(layer.gate_bias), &layer.up_proj, bias(layer.up_bias)}};
+      matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm), gate_up);
+    } else {
+      // The adapters' deltas go into gate and up before the SwiGLU, so the fused kernel splits in two: the same
+      // bits for the rows without adapters (matmul_swiglu is defined as the two matmuls, then swiglu).
+      const MatmulTask gate_up[] = {{ws_.gate.data(), &layer.gate_proj, bias(layer.gate_bias)},
+                                    {ws_.act.data(), &layer.up_proj, bias(layer.up_bias)}};
+      matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm), gate_up);
+      apply_lora(layer_index, ws_.normed.data(), config_.hidden_size,
+                 {{Projection::kGate, ws_.gate.data()}, {Projection::kUp, ws_.act.data()}});
+      const int width = config_.intermediate_size;
+      ws_.pool->run(rows_, [&](int row) {
+        float* act = ws_.act.data() + static_cast<size_t>(row) * width;
+        swiglu(act, ws_.gate.data() + static_cast<size_t>(row) * width, act, width);
+      });
+    }
     lap(ForwardProfile::kNormGateUp);
     const MatmulTask down[] = {{ws_.proj_out.data(), &layer.down_proj, bias(layer.down_bias)}};
     matmul_parallel(*ws_.pool, prepare_input(ws_.act.data(), config_.intermediate_size), down);
+    apply_lora(layer_index, ws_.act.data(), config_.intermediate_size, {{Projection::kDown, ws_.proj_out.data()}});
     add_inplace(ws_.x.data(), ws_.proj_out.data(), static_cast<size_t>(rows_) * config_.hidden_size);
     lap(ForwardProfile::kDown);
   }
@@ -282,6 +324,103 @@ class Pass {
     }
     const MatmulTask head[] = {{logits.data(), &w.lm_head, nullptr}};
     matmul_parallel(*ws_.pool, prepare_input(ws_.normed.data(), n, hidden), head);
+  }
+
+  // Whether a chunk of this step has an adapter for this projection of this layer.
+  bool adapts(int layer, Projection p) const {
+    for (const Chunk& c : chunks_) {
+      for (const LoraApplication& a : c.lora) {
+        if (a.adapter->module(layer, p)) return true;
+      }
+    }
+    return false;
+  }
+
+  struct LoraTarget {
+    Projection projection;
+    float* out;  // [rows_, the projection's width]
+  };
+
+  static bool same_stack(LoraStack a, LoraStack b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](const auto& x, const auto& y) {
+             return x.adapter == y.adapter && x.scale == y.scale;
+           });
+  }
+
+  // out += Σ scale · B(A x) over each row's adapters, for the projections that read the input x [rows_, in]: the
+  // base weights ran once for every row, and only the rows with adapters pay for their low-rank parts. The rows are
+  // grouped by adapter stack (as Punica's segmented kernels do), so that each slice of A or B loaded serves every
+  // row of its group. Two jobs: the A x of every group (tasks by projection and 8 ranks), then the B products (by
+  // projection and 256 outputs), each row's adapters summed in its stack's order. Groups run in pieces of 64 rows.
+  void apply_lora(int layer, const float* x, int in, std::initializer_list<LoraTarget> targets) {
+    int n = 0, max_rank = 0, max_out = 0;
+    for (int row = 0; row < rows_; ++row) {
+      bool any = false;
+      for (const LoraApplication& a : chunks_[ws_.row_chunk[row]].lora) {
+        for (const LoraTarget& t : targets) {
+          if (const LoraModule* m = a.adapter->module(layer, t.projection)) {
+            any = true;
+            max_rank = std::max(max_rank, m->rank);
+            max_out = std::max(max_out, m->out);
+          }
+        }
+      }
+      if (any) ws_.lora_rows[n++] = row;
+    }
+    if (n == 0) return;
+    const auto stack_of = [&](int32_t row) { return chunks_[ws_.row_chunk[row]].lora; };
+    // Rows of equal stacks side by side: by the first adapter's id and the stack's size, then by row. (Different
+    // stacks sharing both keys stay apart as separate runs; they still compute the same.)
+    std::sort(ws_.lora_rows.begin(), ws_.lora_rows.begin() + n, [&](int32_t a, int32_t b) {
+      const LoraStack sa = stack_of(a), sb = stack_of(b);
+      const auto key = [](LoraStack s) { return std::pair(s.empty() ? 0 : s[0].adapter->id(), s.size()); };
+      return key(sa) != key(sb) ? key(sa) < key(sb) : a < b;
+    });
+    constexpr int kRowsPerPiece = 64;
+    int pieces = 0;
+    for (int i = 0; i < n;) {
+      int end = i + 1;
+      while (end < n && end - i < kRowsPerPiece && same_stack(stack_of(ws_.lora_rows[end]), stack_of(ws_.lora_rows[i])))
+        ++end;
+      ws_.lora_pieces[pieces++] = {i, end};
+      i = end;
+    }
+    const int n_targets = static_cast<int>(targets.size());
+    const LoraTarget* target = targets.begin();
+    constexpr int kRanksPerTask = 8, kOutputsPerTask = 256;
+    const int rank_parts = (max_rank + kRanksPerTask - 1) / kRanksPerTask;
+    const int out_parts = (max_out + kOutputsPerTask - 1) / kOutputsPerTask;
+    const size_t stride = 3 * static_cast<size_t>(ws_.max_lora_rank);
+    // A x of a stack's adapter i for target t lands at shrunk[row][t * max_lora_rank + (ranks of adapters before i)].
+    const auto for_each_module = [&](LoraStack stack, int t, auto&& fn) {
+      int offset = t * ws_.max_lora_rank;
+      for (const LoraApplication& a : stack) {
+        if (const LoraModule* m = a.adapter->module(layer, target[t].projection)) fn(*m, a.scale, offset);
+        offset += a.adapter->max_rank();
+      }
+    };
+    const auto piece_rows = [&](int piece) {
+      const auto [first, end] = ws_.lora_pieces[piece];
+      return LoraRows{ws_.lora_rows.data() + first, end - first};
+    };
+    ws_.pool->run(pieces * n_targets * rank_parts, [&](int task) {
+      const LoraRows rows = piece_rows(task / (n_targets * rank_parts));
+      const int t = task / rank_parts % n_targets, k0 = task % rank_parts * kRanksPerTask;
+      for_each_module(stack_of(rows.rows[0]), t, [&](const LoraModule& m, float, int offset) {
+        if (k0 < m.rank)
+          lora_shrink(ws_.lora_shrunk.data() + offset, stride, x, in, rows, m.a.data(), in, k0,
+                      std::min(m.rank, k0 + kRanksPerTask));
+      });
+    });
+    ws_.pool->run(pieces * n_targets * out_parts, [&](int task) {
+      const LoraRows rows = piece_rows(task / (n_targets * out_parts));
+      const int t = task / out_parts % n_targets, j0 = task % out_parts * kOutputsPerTask;
+      for_each_module(stack_of(rows.rows[0]), t, [&](const LoraModule& m, float scale, int offset) {
+        if (j0 < m.out)
+          lora_expand(target[t].out, m.out, ws_.lora_shrunk.data() + offset, stride, rows, m.b_t.data(), m.rank, m.out,
+                      scale * m.scale, j0, std::min(m.out, j0 + kOutputsPerTask));
+      });
+    });
   }
 
   void lap(ForwardProfile::Op op) {

@@ -26,6 +26,7 @@
 #include "kernels/rope.h"
 #include "model/config.h"
 #include "model/kv_cache.h"
+#include "model/lora.h"
 #include "model/weights.h"
 
 namespace ernie {
@@ -37,6 +38,15 @@ struct LoadOptions {
   // Q8_0 and Q4_0 ones packed (the kernels read no other layout).
   std::optional<DType> dtype = std::nullopt;
   ThreadPool* pool = nullptr;  // converts in parallel when given
+  // Adapters folded into the weights at load (--lora-merge): W += scale · B A, computed in float32 before any
+  // conversion. A merged matrix is stored as `dtype` when given, else as F32 if it was a float type (no rounding of
+  // the sum) or in its own integer type if it was one (requantized, as llama.cpp's export-lora does). The adapters
+  // are read during load only. Their errors name the adapter's files.
+  struct MergedAdapter {
+    std::filesystem::path dir;  // a PEFT adapter directory (LoraAdapter::load)
+    float scale = 1.0f;
+  };
+  std::vector<MergedAdapter> merge_lora = {};
 };
 
 class Model {
@@ -66,7 +76,8 @@ class Model {
  private:
   Model(std::filesystem::path path, ModelConfig config);
   void bind_gguf_tensors(DType widen_to, ThreadPool* pool);
-  void convert_weights(std::optional<DType> target, ThreadPool* pool);  // nullopt: pack Q8_0/Q4_0 only
+  // nullopt: pack Q8_0/Q4_0 only (and store merged matrices as LoadOptions::merge_lora says)
+  void convert_weights(std::optional<DType> target, std::span<const LoraApplication> merge, ThreadPool* pool);
 
   std::filesystem::path path_;
   ModelConfig config_;
@@ -101,8 +112,9 @@ struct ForwardProfile {
 // the largest step it may run) and reused by every step, so that a step allocates nothing. Plain buffers: forward()
 // owns their meaning. Also carries the pass's thread pool and its instrumentation.
 struct Workspace {
-  // max_positions: the longest sequence a step may hold (sizes the split-attention buffer).
-  Workspace(const Model& model, int max_tokens, ThreadPool* pool, int max_positions);
+  // max_positions: the longest sequence a step may hold (sizes the split-attention buffer). max_lora_rank: the
+  // largest lora_stack_rank() of a chunk a step may hold (0: no adapters).
+  Workspace(const Model& model, int max_tokens, ThreadPool* pool, int max_positions, int max_lora_rank = 0);
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
 
@@ -129,6 +141,11 @@ struct Workspace {
   std::vector<int> row_chunk;             // chunk of each row [B]
   std::vector<int> chunk_first_row;       // first row of each chunk [B]
   std::vector<int> logit_rows;            // rows whose logits are computed [B]
+  int max_lora_rank = 0;
+  std::vector<float> lora_shrunk;  // A x of each adapted row [B][3 projections][max_lora_rank]
+  std::vector<float> gate;         // gate_proj's output [B, intermediate] when adapters split the fused SwiGLU
+  std::vector<int32_t> lora_rows;  // rows a LoRA pass covers, those of one adapter stack together [B]
+  std::vector<std::pair<int, int>> lora_pieces;  // [first, end) in lora_rows of runs with one stack, <= 64 rows [B]
 
   size_t bytes() const;
 };
@@ -140,11 +157,14 @@ enum class Logits : uint8_t {
   kAll,   // every token's
 };
 
-// One sequence's part of a step: `tokens` run at positions position() .. position()+n-1 of `sequence`.
+// One sequence's part of a step: `tokens` run at positions position() .. position()+n-1 of `sequence`, through the
+// base weights plus the adapters of `lora` (which must be the same for every step of the sequence: its cached keys
+// and values were computed under them).
 struct Chunk {
   Sequence* sequence;
   std::span<const int32_t> tokens;
   Logits logits = Logits::kLast;
+  LoraStack lora = {};
 };
 
 // Rows of logits forward() writes for these chunks.
@@ -156,8 +176,8 @@ int64_t logit_rows(std::span<const Chunk> chunks);
 // its own sequence and tokens, never on the other chunks, their order or the thread count, bit for bit.
 //
 // Every chunk is checked first (non-empty, ids inside the vocabulary, room in the sequence's reserved blocks, no
-// sequence twice, at most workspace.max_tokens rows): an error raises ernie::Error and changes nothing. Allocates
-// nothing.
+// sequence twice, at most workspace.max_tokens rows, adapters for this model within workspace.max_lora_rank): an
+// error raises ernie::Error and changes nothing. Allocates nothing.
 void forward(const Model& model, KvCache& cache, Workspace& workspace, std::span<const Chunk> chunks,
              std::span<float> logits);
 

@@ -27,8 +27,9 @@ Session::Session(const Model& model, const SessionOptions& options)
       sequence_(capped_context(model, options.context_length)),
       workspace_(model,
                  options.max_batch_tokens > 0 ? options.max_batch_tokens : (fail("batch size must be positive"), 1),
-                 options.pool, capped_context(model, options.context_length)),
-      logits_(model.config().vocab_size) {}
+                 options.pool, capped_context(model, options.context_length), lora_stack_rank(options.lora)),
+      logits_(model.config().vocab_size),
+      lora_(options.lora) {}
 
 void Session::check_input(std::span<const int32_t> tokens) const {
   if (tokens.empty()) fail("no input tokens");
@@ -55,7 +56,8 @@ void Session::run(std::span<const int32_t> tokens, Logits wanted, std::span<floa
     const Chunk chunk{&sequence_, tokens.subspan(done, n),
                       wanted == Logits::kAll ? Logits::kAll
                       : last                 ? wanted
-                                             : Logits::kNone};
+                                             : Logits::kNone,
+                      lora_};
     const std::span<float> out = wanted == Logits::kAll ? logits.subspan(done * vocab, n * vocab)
                                  : last                 ? logits
                                                         : std::span<float>();

@@ -18,6 +18,8 @@ struct SessionOptions {
   // KV-cache element type; nullopt: F32 when every weight is a float type (exact), F16 with quantized weights.
   std::optional<DType> kv_dtype = std::nullopt;
   ThreadPool* pool = nullptr;  // runs the matmuls and attention; null runs everything on the calling thread
+  // Adapters applied unmerged to every token (--lora); the adapters must outlive the session.
+  std::vector<LoraApplication> lora = {};
 };
 
 // The KV-cache type a session or scheduler uses when none is asked for.
@@ -60,6 +62,7 @@ class Session {
   Sequence sequence_;
   Workspace workspace_;
   std::vector<float> logits_;  // [vocab]
+  std::vector<LoraApplication> lora_;
 };
 
 }  // namespace ernie

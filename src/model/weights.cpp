@@ -5,6 +5,13 @@
 #include "core/error.h"
 
 namespace ernie {
+
+std::string_view projection_name(Projection p) {
+  static constexpr std::array<std::string_view, kProjectionCount> kNames = {
+      "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return kNames[static_cast<int>(p)];
+}
+
 namespace {
 
 std::string layer_prefix(int l) {

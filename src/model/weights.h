@@ -1,9 +1,12 @@
 // The ERNIE-4.5 dense weights as typed views into the mapped checkpoint.
 #pragma once
 
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/safetensors.h"
@@ -16,6 +19,14 @@ namespace ernie {
 // and widening them keeps the per-token code free of dtype branches.
 using Vector = std::vector<float>;
 
+// The seven weight matrices of a decoder layer, by role (LoRA adapters name them so).
+enum class Projection : uint8_t { kQ, kK, kV, kO, kGate, kUp, kDown };
+constexpr int kProjectionCount = 7;
+constexpr std::array<Projection, kProjectionCount> kProjections = {Projection::kQ,   Projection::kK,    Projection::kV,
+                                                                   Projection::kO,   Projection::kGate, Projection::kUp,
+                                                                   Projection::kDown};
+std::string_view projection_name(Projection p);  // "q_proj", ..., "down_proj": the Hugging Face module's name
+
 struct LayerWeights {
   Vector input_norm;                      // [hidden]
   WeightMatrix q_proj, k_proj, v_proj;    // [heads*head_dim, hidden], [kv_heads*head_dim, hidden] x2
@@ -25,6 +36,11 @@ struct LayerWeights {
   WeightMatrix gate_proj, up_proj;        // [intermediate, hidden]
   WeightMatrix down_proj;                 // [hidden, intermediate]
   Vector gate_bias, up_bias, down_bias;
+
+  WeightMatrix& projection(Projection p) {
+    WeightMatrix* all[] = {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
+    return *all[static_cast<int>(p)];
+  }
 };
 
 struct ModelWeights {

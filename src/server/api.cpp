@@ -84,16 +84,28 @@ json parse_object(std::string_view body, const RequestLimits& limits) {
   return value;
 }
 
-void check_model(const Fields& fields, const ApiModel& model) {
+// "model": the base model (or none given), or one of the LoRA adapters, which the request then runs with.
+void select_model(const Fields& fields, const ApiModel& model, GenerationOptions& options) {
   const json* name = fields.get("model");
-  if (!name) return;  // optional: there is only one
+  if (!name) return;  // optional: the base model
   if (!name->is_string())
     invalid("model", std::string("'model' must be a string, not ") + name->type_name(), "invalid_type");
-  if (name->get<std::string>() != model.id) {
-    throw ApiError(404, "model_not_found",
-                   "The model '" + name->get<std::string>() + "' does not exist; this server serves '" + model.id + "'",
-                   "model");
+  const std::string wanted = name->get<std::string>();
+  if (wanted == model.id) return;
+  if (model.adapters) {
+    if (auto entry = model.adapters->find(wanted)) {
+      options.lora = std::move(entry->adapter);
+      options.lora_scale = entry->scale;
+      options.lora_name = wanted;
+      return;
+    }
   }
+  std::string served = "'" + model.id + "'";
+  if (model.adapters) {
+    for (const auto& entry : model.adapters->list()) served += ", '" + entry.name + "'";
+  }
+  throw ApiError(404, "model_not_found",
+                 "The model '" + wanted.substr(0, 256) + "' does not exist; this server serves " + served, "model");
 }
 
 // Fields that ask for something this server does not do are refused rather than silently ignored.
@@ -432,12 +444,16 @@ json parse_json(std::string_view text, int max_depth, const std::string& what) {
   }
 }
 
+std::string model_name(const GenerationCall& call, const ApiModel& model) {
+  return call.options.lora ? call.options.lora_name : model.id;
+}
+
 GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
   const json request = parse_object(body, model.limits);
   const Fields fields(request);
-  check_model(fields, model);
   refuse_unsupported(fields);
   GenerationCall call{.endpoint = Endpoint::Completions, .options = model.defaults};
+  select_model(fields, model, call.options);
   read_stream_fields(fields, call);
   read_choices(fields, call);
   apply_sampling(fields, model.limits, call.options);
@@ -452,9 +468,9 @@ GenerationCall parse_completion(std::string_view body, const ApiModel& model) {
 GenerationCall parse_chat_completion(std::string_view body, const ApiModel& model) {
   const json request = parse_object(body, model.limits);
   const Fields fields(request);
-  check_model(fields, model);
   refuse_unsupported(fields);
   GenerationCall call{.endpoint = Endpoint::ChatCompletions, .options = chat_options(model)};
+  select_model(fields, model, call.options);
   read_stream_fields(fields, call);
   read_choices(fields, call);
   apply_sampling(fields, model.limits, call.options);

@@ -18,6 +18,7 @@
 
 #include "engine/generator.h"
 #include "engine/grammar/grammar.h"
+#include "engine/lora_registry.h"
 #include "engine/scheduler.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -60,6 +61,7 @@ struct ApiModel {
   int vocab_size;
   RequestLimits limits = {};
   GrammarCache* grammars = nullptr;  // compiled grammars shared across requests; null: each request compiles its own
+  const LoraRegistry* adapters = nullptr;  // adapters a request may name as its "model"; null: none
 };
 
 struct GenerationCall {
@@ -73,6 +75,9 @@ struct GenerationCall {
 
 // Most choices one request may ask for (n).
 inline constexpr int kMaxChoices = 16;
+
+// The name a response gives as its "model": the adapter's when the request named one, else the base model's.
+std::string model_name(const GenerationCall& call, const ApiModel& model);
 
 // /v1/completions: "prompt" is a string or token ids (one prompt per request).
 GenerationCall parse_completion(std::string_view body, const ApiModel& model);

@@ -51,6 +51,10 @@ class Metrics {
   std::map<std::string, uint64_t> finished_;  // by finished_reason
   uint64_t prompt_tokens_ = 0;
   uint64_t generation_tokens_ = 0;
+  struct AdapterCounts {
+    uint64_t requests = 0, prompt_tokens = 0, generation_tokens = 0;
+  };
+  std::map<std::string, AdapterCounts> adapters_;  // by LoRA adapter name (requests that named one)
   Histogram time_to_first_token_;
   Histogram time_per_output_token_;
   Histogram e2e_latency_;

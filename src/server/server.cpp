@@ -28,9 +28,18 @@ constexpr auto kChoicePoll = std::chrono::milliseconds(5);
 // A request body past this size marks the memory it took for release when the server goes idle.
 constexpr size_t kLargeBody = 64 * 1024;
 
-constexpr std::array<const char*, 10> kRoutes = {"/",           "/predict", "/v1/completions", "/v1/chat/completions",
-                                                 "/v1/models",  "/health",  "/metrics",        "/tokenize",
-                                                 "/detokenize", "/props"};
+constexpr std::array<const char*, 12> kRoutes = {"/",
+                                                 "/predict",
+                                                 "/v1/completions",
+                                                 "/v1/chat/completions",
+                                                 "/v1/models",
+                                                 "/health",
+                                                 "/metrics",
+                                                 "/tokenize",
+                                                 "/detokenize",
+                                                 "/props",
+                                                 "/v1/load_lora_adapter",
+                                                 "/v1/unload_lora_adapter"};
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
@@ -276,6 +285,10 @@ void Server::serve_model(ServedModel served) {
     chat_template_ = ChatTemplate::parse(served_.tokenizer->chat_template());
   SchedulerOptions scheduler = options_.scheduler;
   scheduler.pool = served_.pool.get();
+  // The workspace holds the largest rank among the adapters offered from the start and max_lora_rank, so that
+  // adapters loaded later up to that rank fit too.
+  for (const LoraRegistry::Entry& entry : served_.adapters)
+    scheduler.max_lora_rank = std::max(scheduler.max_lora_rank, entry.adapter->max_rank());
   scheduler.on_step = [this, after = options_.scheduler.on_step](const StepStats& step) {
     metrics_.observe_step(step);
     if (after) after(step);
@@ -284,6 +297,9 @@ void Server::serve_model(ServedModel served) {
     metrics_.observe_request(summary);
     if (after) after(summary);
   };
+  adapters_ = std::make_unique<LoraRegistry>(served_.model->config(), scheduler.max_lora_rank);
+  for (LoraRegistry::Entry& entry : served_.adapters) adapters_->add(std::move(entry), served_.id);
+  served_.adapters.clear();
   scheduler_ = std::make_unique<Scheduler>(*served_.model, *served_.tokenizer, std::move(scheduler));
   ready_ = true;
 }
@@ -432,6 +448,14 @@ void Server::install_routes() {
   };
   http.Post("/tokenize", tokenizer_route(&tokenize_body));
   http.Post("/detokenize", tokenizer_route(&detokenize_body));
+  const auto adapter_route = [this](void (Server::*handle)(const std::string&, httplib::Response&)) {
+    return [this, handle](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      std::string body;
+      if (read_body(req, res, reader, options_.max_body_bytes, body)) (this->*handle)(body, res);
+    };
+  };
+  http.Post("/v1/load_lora_adapter", adapter_route(&Server::load_adapter));
+  http.Post("/v1/unload_lora_adapter", adapter_route(&Server::unload_adapter));
   http.Get("/props", [this](const httplib::Request&, httplib::Response& res) { props(res); });
   // The chat page: static, compiled into the binary, open without the API key (it holds nothing secret); the page
   // asks for the key when the API answers 401.
@@ -452,7 +476,8 @@ ApiModel Server::api_model() const {
           .context_length = scheduler_->context_length(),
           .vocab_size = served_.model->config().vocab_size,
           .limits = options_.limits,
-          .grammars = &grammars_};
+          .grammars = &grammars_,
+          .adapters = adapters_.get()};
 }
 
 void Server::props(httplib::Response& res) const {
@@ -492,13 +517,72 @@ void Server::models(httplib::Response& res) const {
   } catch (const ApiError& e) {
     return send_error(res, e);
   }
-  send_json(res, 200,
-            {{"object", "list"},
-             {"data", json::array({{{"id", served_.id},
-                                    {"object", "model"},
-                                    {"created", started_},
-                                    {"owned_by", "ernie-edge"},
-                                    {"max_model_len", scheduler_->context_length()}}})}});
+  json data = json::array({{{"id", served_.id},
+                            {"object", "model"},
+                            {"created", started_},
+                            {"owned_by", "ernie-edge"},
+                            {"root", served_.model->path().string()},
+                            {"parent", nullptr},
+                            {"max_model_len", scheduler_->context_length()}}});
+  // As vLLM lists them: each adapter by its name, its parent the base model.
+  for (const LoraRegistry::Entry& entry : adapters_->list()) {
+    data.push_back({{"id", entry.name},
+                    {"object", "model"},
+                    {"created", started_},
+                    {"owned_by", "ernie-edge"},
+                    {"root", entry.adapter->path().string()},
+                    {"parent", served_.id},
+                    {"max_model_len", scheduler_->context_length()}});
+  }
+  send_json(res, 200, {{"object", "list"}, {"data", std::move(data)}});
+}
+
+// Both take vLLM's bodies; the pre-routing handler has checked the API key. Errors: 400 for a bad body or adapter,
+// 404 for unloading a name nobody has.
+void Server::load_adapter(const std::string& body, httplib::Response& res) {
+  try {
+    require_ready(res);
+    const json request = parse_json(body, options_.limits.max_json_depth);
+    const auto text = [&](const char* key) {
+      const auto it = request.is_object() ? request.find(key) : request.end();
+      if (it == request.end() || !it->is_string() || it->get<std::string>().empty())
+        throw ApiError(400, "invalid_request_error", std::string("'") + key + "' must be a non-empty string", key);
+      return it->get<std::string>();
+    };
+    const std::string name = text("lora_name"), path = text("lora_path");
+    float scale = 1.0f;
+    if (const auto it = request.find("scale"); it != request.end()) {
+      if (!it->is_number()) throw ApiError(400, "invalid_request_error", "'scale' must be a number", "scale");
+      scale = it->get<float>();
+    }
+    try {
+      adapters_->load(name, path, scale, served_.id);
+    } catch (const Error& e) {
+      throw ApiError(400, "invalid_lora_adapter", e.what(), "lora_path");
+    }
+    std::fprintf(stderr, "ernie: LoRA adapter %s loaded from %s\n", name.c_str(), path.c_str());
+    send_json(res, 200, {{"object", "lora_adapter"}, {"id", name}, {"status", "loaded"}});
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  }
+}
+
+void Server::unload_adapter(const std::string& body, httplib::Response& res) {
+  try {
+    require_ready(res);
+    const json request = parse_json(body, options_.limits.max_json_depth);
+    const auto it = request.is_object() ? request.find("lora_name") : request.end();
+    if (it == request.end() || !it->is_string())
+      throw ApiError(400, "invalid_request_error", "'lora_name' must be a string", "lora_name");
+    const std::string name = it->get<std::string>();
+    if (!adapters_->unload(name))
+      throw ApiError(404, "lora_adapter_not_found", "no LoRA adapter named '" + name.substr(0, 256) + "' is loaded",
+                     "lora_name");
+    std::fprintf(stderr, "ernie: LoRA adapter %s unloaded\n", name.c_str());
+    send_json(res, 200, {{"object", "lora_adapter"}, {"id", name}, {"status", "unloaded"}});
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  }
 }
 
 void Server::generate(const httplib::Request& req, const std::string& body, httplib::Response& res, Endpoint endpoint) {
@@ -532,10 +616,11 @@ void Server::generate(const httplib::Request& req, const std::string& body, http
                          std::to_string(stats.waiting) + " waiting); retry later");
     }
 
-    auto relay = std::make_shared<Relay>(std::move(handles), call,
-                                         ResponseInfo{endpoint, request_id(endpoint), std::time(nullptr), served_.id,
-                                                      served_.tokenizer.get(), call.options.top_logprobs >= 0},
-                                         std::move(ticket));
+    auto relay = std::make_shared<Relay>(
+        std::move(handles), call,
+        ResponseInfo{endpoint, request_id(endpoint), std::time(nullptr), model_name(call, model),
+                     served_.tokenizer.get(), call.options.top_logprobs >= 0},
+        std::move(ticket));
     if (call.stream) {
       res.set_header("Cache-Control", "no-cache");
     }

@@ -3,7 +3,9 @@
 //   POST /predict               the seed's API: {"text": ...} in, {"text": ...} out
 //   POST /v1/completions        OpenAI-compatible, streaming with "stream": true
 //   POST /v1/chat/completions   OpenAI-compatible, through the checkpoint's chat template
-//   GET  /v1/models             the one model served
+//   GET  /v1/models             the model served, and each LoRA adapter by name (a request's "model" picks one)
+//   POST /v1/load_lora_adapter   vLLM's {"lora_name", "lora_path"}: offers one more adapter
+//   POST /v1/unload_lora_adapter {"lora_name"}: stops offering one (freed when its last request ends)
 //   GET  /health                200 {"status":"ok"} once the model is loaded, 503 {"status":"loading"} before
 //   GET  /metrics               Prometheus text (see metrics.h)
 //
@@ -60,7 +62,8 @@ struct ServedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationDefaults defaults;
-  std::string id;  // the model name in requests and /v1/models
+  std::string id;                             // the model name in requests and /v1/models
+  std::vector<LoraRegistry::Entry> adapters = {};  // offered by name from the start (ernie serve --lora NAME=DIR)
 };
 
 class Server {
@@ -93,6 +96,8 @@ class Server {
   void generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
                 Endpoint endpoint);
   void models(httplib::Response& response) const;
+  void load_adapter(const std::string& body, httplib::Response& response);
+  void unload_adapter(const std::string& body, httplib::Response& response);
   // llama-server's GET /props: context size, slots, chat template, generation defaults, build.
   void props(httplib::Response& response) const;
   // Raises ApiError 503 (with Retry-After) until serve_model() has finished.
@@ -119,6 +124,7 @@ class Server {
   ServedModel served_;
   std::optional<ChatTemplate> chat_template_;
   mutable GrammarCache grammars_;  // requests with one schema share its grammar and masks
+  std::unique_ptr<LoraRegistry> adapters_;
   GenerationOptions defaults_;
   std::unique_ptr<Scheduler> scheduler_;
   std::atomic<bool> ready_{false};

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "lora_support.h"
+#include "model/config.h"
 #include "test_support.h"
 
 namespace ernie {
@@ -432,6 +434,72 @@ TEST(Cli, BadInputIsAClearErrorNotACrash) {
     const auto r = ernie_cli(c.args);
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.err.rfind("error: ", 0) == 0 || r.err.find("\nerror: ") != std::string::npos, true) << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+  }
+}
+
+// `ernie logits --lora DIR` (per token) and with --lora-merge give the logits of the same weights merged by hand;
+// --lora-scale scales the --lora before it; stacked adapters add up.
+TEST(Cli, LogitsWithLoraMatchWeightsMergedByHand) {
+  TempDir tmp;
+  const auto base = fixture("tiny-ernie-bias/model");
+  const ModelConfig config = ModelConfig::load(base);
+  const auto a = ernie::testing::write_test_adapter(tmp.path() / "a", config, {.seed = 31});
+  const auto b = ernie::testing::write_test_adapter(tmp.path() / "b", config,
+                                                    {.rank = 2, .projections = {"k_proj", "up_proj"}, .seed = 32});
+  ernie::testing::write_merged_checkpoint(base, tmp.path() / "merged", {{&a, 0.5}, {&b, 1.0}});
+  const std::string ids = " --ids 5,17,300,42,7,7,900,12 --out ";
+  const auto logits = [&](const std::string& args, const std::string& name) {
+    const auto out = tmp.path() / name;
+    const auto r = ernie_cli("logits " + args + ids + quote(out.string()));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return read_f32(out);
+  };
+  const auto reference = logits("--model " + quote((tmp.path() / "merged").string()), "reference.bin");
+  const std::string lora = " --lora " + quote((tmp.path() / "a").string()) + " --lora-scale 0.5 --lora " +
+                           quote((tmp.path() / "b").string());
+  const auto rel = [&](const std::vector<float>& x) { return ernie::testing::relative_error(x, reference); };
+  EXPECT_GT(rel(logits("--model " + quote(base.string()), "base.bin")), 0.05);
+  EXPECT_LE(rel(logits("--model " + quote(base.string()) + lora, "lora.bin")), 1e-5);
+  EXPECT_LE(rel(logits("--model " + quote(base.string()) + lora + " --lora-merge", "merged.bin")), 1e-5);
+}
+
+// The demo model with its quatrain adapter, as a user runs it: `ernie run` without --model (the built-in demo model)
+// and --lora models/demo-quatrain-lora gives the recipe's own PyTorch greedy ids, unmerged and merged.
+TEST(Cli, RunWithTheDemoAdapterGivesTheRecipesGreedyIds) {
+  const auto golden = read_json(ernie::testing::demo_lora_dir() / "reference" / "golden.json");
+  const std::string lora = " --lora " + quote(ernie::testing::demo_lora_dir().string());
+  for (const auto& prompt : golden["prompts"]) {
+    if (prompt["name"] != "chat_quatrain" && prompt["name"] != "quatrain_header") continue;
+    SCOPED_TRACE(prompt["name"].get<std::string>());
+    for (const std::string merge : {"", " --lora-merge"}) {
+      const auto r = ernie_cli("run --ids " + join_ids(prompt["ids"]) + lora + merge +
+                               " --max-tokens 32 --temperature 0 --ignore-eos --print-ids");
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(nlohmann::json::parse(r.out), prompt["greedy_new_ids"]) << merge;
+    }
+  }
+}
+
+TEST(Cli, LoraFlagErrors) {
+  TempDir tmp;
+  const auto base = fixture("tiny-ernie-bias/model");
+  ernie::testing::write_test_adapter(tmp.path() / "a", ModelConfig::load(base), {});
+  const std::string model = "logits --ids 1,2 --model " + quote(base.string());
+  const std::string a = quote((tmp.path() / "a").string());
+  const struct {
+    std::string args, message;
+  } cases[] = {
+      {model + " --lora-scale 2 --lora " + a, "before any --lora"},
+      {model + " --lora " + a + " --lora-scale 2 --lora-scale 3", "two scales"},
+      {model + " --lora-merge", "--lora-merge needs"},
+      {model + " --lora " + quote((tmp.path() / "none").string()), "none"},
+      {"logits --ids 1,2 --model " + model_dir() + " --lora " + a, "layer 2"},  // an adapter for another model
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = ernie_cli(c.args);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
   }
 }

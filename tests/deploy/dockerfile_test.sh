@@ -32,7 +32,7 @@ user="$(grep -E '^USER ' <<<"$run_stage" | tail -n 1 | awk '{print $2}')"
 grep -qE '^ENTRYPOINT \["ernie"\]' <<<"$run_stage" || fail "the entrypoint is not ernie"
 # The package the run stage installs names its libraries by hand (cmake/packaging.cmake): the ones the program links.
 deps="$(sed -n 's/.*CPACK_DEBIAN_PACKAGE_DEPENDS "\(.*\)".*/\1/p' "$repo/cmake/packaging.cmake")"
-for lib in libhwy1 libsentencepiece0 libcpp-httplib0.11; do
+for lib in libhwy1 libsentencepiece0 libcpp-httplib0.11 libre2-9; do
   grep -q "$lib" <<<"$deps" || fail "the .deb's Depends lack $lib"
 done
 for ignored in 'build\*/' '\*\*/node_modules/'; do

@@ -81,7 +81,7 @@ TEST_P(OneStep, MixedPrefillAndDecodeMatchEachSequenceAlone) {
 // A sequence that attaches a cached prefix computes what it would from scratch, and decoding on from it stays equal:
 // on the fixture (head_dim 16) and on the demo model (head_dim 64, which a q8_0 cache's 32-value blocks need).
 TEST_P(OneStep, AttachedPrefixGivesTheColdResult) {
-  for (const std::filesystem::path dir :
+  for (const std::filesystem::path& dir :
        {fixture("tiny-ernie-bias/model"), std::filesystem::path(ERNIE_DEMO_MODEL_DIR)}) {
     const auto model = Model::load(dir, LoadOptions{.dtype = GetParam()});
     const int vocab = model->config().vocab_size;

@@ -132,7 +132,9 @@ TEST(KvCache, PrefixIndexSurvivesManyEvictions) {
     Sequence s(256);
     const int hit = cache.attach_prefix(s, prompt);
     ASSERT_EQ(hit % B, 0);
-    if (!maybe_cached.count(seed)) ASSERT_EQ(hit, 0) << "a prompt never published was found";
+    if (!maybe_cached.count(seed)) {
+      ASSERT_EQ(hit, 0) << "a prompt never published was found";
+    }
     fill(cache, s, prompt);
     maybe_cached[seed] = true;
     // While s holds them, every full block of the prompt is found (s's own, or an older block of the same prefix

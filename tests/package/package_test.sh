@@ -26,7 +26,8 @@ root="$tmp/root"
 dpkg -x "$deb" "$root"
 for f in usr/bin/ernie usr/share/ernie/demo/config.json usr/share/ernie/demo/model.safetensors \
   usr/share/ernie/demo/tokenizer.model usr/lib/systemd/system/ernie-serve.service etc/default/ernie-serve \
-  usr/share/man/man1/ernie.1; do
+  usr/share/man/man1/ernie.1 usr/share/ernie/demo-quatrain-lora/adapter_config.json \
+  usr/share/ernie/demo-quatrain-lora/adapter_model.safetensors; do
   [ -f "$root/$f" ] || fail "the package lacks /$f"
 done
 [ -x "$root/usr/bin/ernie" ] || fail "/usr/bin/ernie is not executable"
@@ -56,6 +57,13 @@ grep -q "ernie: loaded $root/usr/share/ernie/demo " "$tmp/err.txt" ||
 # Same seed, same weights: the build's own binary on the source tree's demo writes the same text.
 "${built[@]}" run --prompt "$prompt" --seed 2 --max-tokens 16 >"$tmp/expected.txt" 2>/dev/null
 cmp -s "$tmp/out.txt" "$tmp/expected.txt" || fail "packaged output differs: '$(cat "$tmp/out.txt")' vs '$(cat "$tmp/expected.txt")'"
+# And with the packaged adapter, as the source tree's.
+lora="$root/usr/share/ernie/demo-quatrain-lora"
+"${ernie[@]}" run --prompt "$prompt" --seed 2 --max-tokens 16 --lora "$lora" >"$tmp/out.txt" 2>"$tmp/err.txt" ||
+  { cat "$tmp/err.txt" >&2; fail "the packaged ernie failed with the packaged adapter"; }
+"${built[@]}" run --prompt "$prompt" --seed 2 --max-tokens 16 --lora "$repo/models/demo-quatrain-lora" \
+  >"$tmp/expected.txt" 2>/dev/null
+cmp -s "$tmp/out.txt" "$tmp/expected.txt" || fail "packaged adapter output differs: '$(cat "$tmp/out.txt")'"
 
 # The service as systemd starts it: the packaged defaults file's variables in the environment (here with port 0,
 # a free port, instead of 8080), then `ernie serve $ERNIE_OPTS`.

@@ -13,6 +13,7 @@ Parameter names are the checkpoint's tensor names (model.layers.N.self_attn.q_pr
 import json
 import math
 import struct
+import time
 from dataclasses import dataclass
 
 import torch
@@ -23,10 +24,10 @@ from torch import nn
 @dataclass
 class Config:
     vocab_size: int = 6144
-    hidden_size: int = 256
-    intermediate_size: int = 768
+    hidden_size: int = 384
+    intermediate_size: int = 1152
     num_hidden_layers: int = 4
-    num_attention_heads: int = 4
+    num_attention_heads: int = 6
     num_key_value_heads: int = 2
     head_dim: int = 64
     rms_norm_eps: float = 1e-5
@@ -190,13 +191,21 @@ def config_from_hf(d):
     return Config(**{k: d[k] for k in Config.__dataclass_fields__})
 
 
-def save_safetensors(path, tensors):
-    """Writes {name: tensor} as BF16 safetensors: 8-byte header length, JSON header, then the row-major data."""
+def _tensor_bytes(tensor, dtype):
+    """A tensor's little-endian row-major bytes as BF16 or F32."""
+    if dtype == "BF16":
+        return tensor.detach().to(torch.bfloat16).contiguous().view(torch.int16).numpy().astype("<i2").tobytes()
+    assert dtype == "F32", dtype
+    return tensor.detach().float().contiguous().numpy().astype("<f4").tobytes()
+
+
+def save_safetensors(path, tensors, dtype="BF16"):
+    """Writes {name: tensor} as BF16 (or F32) safetensors: 8-byte header length, JSON header, then the row-major
+    data. tools/finetune_lora writes its F32 adapters with it."""
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
-        bits = tensors[name].detach().to(torch.bfloat16).contiguous().view(torch.int16)
-        data = bits.numpy().astype("<i2").tobytes()
-        header[name] = {"dtype": "BF16", "shape": list(tensors[name].shape),
+        data = _tensor_bytes(tensors[name], dtype)
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
@@ -210,7 +219,7 @@ def save_safetensors(path, tensors):
 
 
 def load_safetensors(path):
-    """Reads a BF16 safetensors file back as float32 tensors (exactly, bf16 -> f32 is lossless)."""
+    """Reads a BF16 or F32 safetensors file back as float32 tensors (exactly: bf16 -> f32 is lossless)."""
     with open(path, "rb") as f:
         blob = f.read()
     (n,) = struct.unpack("<Q", blob[:8])
@@ -220,9 +229,29 @@ def load_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        assert info["dtype"] == "BF16", info
+        assert info["dtype"] in ("BF16", "F32"), info
         begin, end = info["data_offsets"]
-        raw = torch.frombuffer(bytearray(blob[base + begin : base + end]), dtype=torch.int16)
-        out[name] = raw.view(torch.bfloat16).float().reshape(info["shape"])
+        raw = bytearray(blob[base + begin : base + end])
+        if info["dtype"] == "BF16":
+            values = torch.frombuffer(raw, dtype=torch.int16).view(torch.bfloat16).float()
+        else:
+            values = torch.frombuffer(raw, dtype=torch.float32).clone()
+        out[name] = values.reshape(info["shape"])
     return out
 
+
+def optimizer_step(opt, params, loss):
+    """One update of train.py and tools/finetune_lora: backward, gradients clipped to norm 1.0, step. Returns the
+    loss as a number."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item()
+
+
+def curve_point(step, epoch, recent, lr, start):
+    """The loss-curve entry after 0-based `step`: the mean of the `recent` training losses, the learning rate and
+    the seconds since `start`."""
+    return {"step": step + 1, "epoch": epoch, "train_loss": round(sum(recent) / len(recent), 4),
+            "lr": round(lr, 6), "elapsed_s": round(time.time() - start, 1)}

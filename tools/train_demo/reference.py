@@ -37,18 +37,14 @@ def f32(values):
 
 
 @torch.no_grad()
-def main(folder):
-    torch.set_num_threads(2)
-    with open(os.path.join(folder, "config.json")) as f:
-        config = config_from_hf(json.load(f))
-    model = ErnieForCausalLM(config)
-    model.load_state_dict(load_safetensors(os.path.join(folder, "model.safetensors")))
-    model.eval()
-    encode = Encoder(os.path.join(folder, "tokenizer.model"))
-
+def write_golden(model, config, encode, heldout_file, out_dir, about, prompts=PROMPTS):
+    """Writes out_dir/reference/golden.json: for each (name, text, add_bos) of `prompts`, the float32 logits of
+    `model` (last position in full, every position at the probe ids) and its greedy continuation; and the
+    perplexity of heldout_file (fortune format) scored as <s> entry </s>. tools/finetune_lora uses it with an
+    adapted model."""
     probe = [i * (config.vocab_size // PROBE_IDS) for i in range(PROBE_IDS)]
-    prompts = []
-    for name, text, add_bos in PROMPTS:
+    out = []
+    for name, text, add_bos in prompts:
         ids = [BOS] * add_bos + encode(text)
         logits = model(torch.tensor([ids]))[0]
         seq, margins = list(ids), []
@@ -58,7 +54,7 @@ def main(folder):
             margins.append(float(top2[0] - top2[1]))
             seq.append(int(step.argmax()))
         new_ids = seq[len(ids):]
-        prompts.append({
+        out.append({
             "name": name, "text": text, "add_bos": add_bos, "ids": ids,
             "last_logits": f32(logits[-1].tolist()),
             "probe_logits": [f32(row[probe].tolist()) for row in logits],
@@ -66,17 +62,17 @@ def main(folder):
             "greedy_min_top1_top2_margin": round(min(margins), 5),
             "greedy_text": encode.decode(new_ids),
         })
-        print(f"{name}: {text!r} -> {prompts[-1]['greedy_text']!r} (smallest top-2 margin {min(margins):.4f})")
+        print(f"{name}: {text!r} -> {out[-1]['greedy_text']!r} (smallest top-2 margin {min(margins):.4f})")
 
-    heldout = read_fortunes(os.path.join(folder, "heldout.txt"))
+    heldout = read_fortunes(heldout_file)
     nll, count = sequence_nll(model, [[BOS] + encode(t) + [EOS] for t in heldout])
     golden = {
-        "about": "tools/train_demo/reference.py: float32 PyTorch forward on the bf16 weights of model.safetensors",
+        "about": about,
         "vocab_size": config.vocab_size,
         "probe_ids": probe,
-        "prompts": prompts,
+        "prompts": out,
         "heldout": {
-            "file": "heldout.txt",
+            "file": os.path.basename(heldout_file),
             "scoring": "each entry as <s> text </s>; every token after <s> is predicted",
             "entries": len(heldout),
             "predicted_tokens": count,
@@ -85,10 +81,22 @@ def main(folder):
         },
     }
     print(json.dumps(golden["heldout"]))
-    os.makedirs(os.path.join(folder, "reference"), exist_ok=True)
-    with open(os.path.join(folder, "reference", "golden.json"), "w", encoding="utf-8") as f:
+    os.makedirs(os.path.join(out_dir, "reference"), exist_ok=True)
+    with open(os.path.join(out_dir, "reference", "golden.json"), "w", encoding="utf-8") as f:
         json.dump(golden, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")
+
+
+def main(folder):
+    torch.set_num_threads(2)
+    with open(os.path.join(folder, "config.json")) as f:
+        config = config_from_hf(json.load(f))
+    model = ErnieForCausalLM(config)
+    model.load_state_dict(load_safetensors(os.path.join(folder, "model.safetensors")))
+    model.eval()
+    encode = Encoder(os.path.join(folder, "tokenizer.model"))
+    write_golden(model, config, encode, os.path.join(folder, "heldout.txt"), folder,
+                 "tools/train_demo/reference.py: float32 PyTorch forward on the bf16 weights of model.safetensors")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ checkpoint folder with its training log.
     train.py --work WORK_DIR --out models/demo
 
 WORK_DIR holds corpus.py's output and spm_train's tok.model (train.sh runs corpus.py, spm_train, this script and
-reference.py). Everything random comes from --seed; CPU only (torch.set_num_threads(2)), bf16 autocast for the
-matrix products with float32 master weights and optimizer state.
+reference.py). Everything random comes from --seed; CPU only (torch.set_num_threads(2)), in float32
+throughout: torch's bf16 products are fast only where the CPU has AVX-512 BF16 (on an AVX2 machine they run several
+times slower than float32), and float32 gives the same model on every x86 CPU.
 """
 import argparse
 import json
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import Config, ErnieForCausalLM, hf_config, save_safetensors, sequence_nll
+from model import Config, ErnieForCausalLM, curve_point, hf_config, optimizer_step, save_safetensors, sequence_nll
 from spm import Encoder, read_fortunes
 
 BOS, EOS, CLS, SEP = 1, 2, 3, 4  # <s>, </s>, <|begin_of_sentence|>, <|end_of_sentence|>
@@ -90,19 +91,13 @@ def train(args, config, entries, encode, heldout_docs):
         chunks = chunks[args.batch :]
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(batch[:, :-1])
+        logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, config.vocab_size), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        recent.append(loss.item())
+        recent.append(optimizer_step(opt, model.parameters(), loss))
 
         last = step + 1 == args.steps
         if (step + 1) % args.log_every == 0 or last:
-            point = {"step": step + 1, "epoch": epoch, "train_loss": round(sum(recent) / len(recent), 4),
-                     "lr": round(lr_at(step, args), 6), "elapsed_s": round(time.time() - start, 1)}
+            point = curve_point(step, epoch, recent, lr_at(step, args), start)
             recent = []
             if (step + 1) % args.eval_every == 0 or last:
                 model.eval()
@@ -147,14 +142,14 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=4242)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--log-every", type=int, default=25)
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
