@@ -201,6 +201,11 @@ def main():
     put("request_fuzz", "gbnf_nullable", b"\x00" + json.dumps(
         {"prompt": "x", "max_tokens": 8, "grammar": "root ::= item (\",\" " + "|" * 26 +
          "item){0,3}\nitem ::= [a-z\u4e00-\u9fff]+ | \"\\\"\" [0-9]{2}\n"}).encode())
+    # The same with a class of more UTF-8 lead bytes: a fuzzer mutation that timed out while every alternative was laid
+    # out (duplicate alternatives are now laid out once).
+    put("request_fuzz", "gbnf_nullable_wide", b"\x00" + json.dumps(
+        {"prompt": "x", "max_tokens": 8, "grammar": "root ::= item (\",\" " + "|" * 26 +
+         "item){0,3}\nitem ::= [a-z\u3e00-\u9fff]+ | \"\\\"\" [0-9]{2}\n"}).encode())
     # 0xF0 and up: /tokenize (even) and /detokenize (odd).
     put("request_fuzz", "tokenize_pieces", b"\xf0" + json.dumps(
         {"content": "\u4f60\u597d <|end_of_sentence|> \U0001f600", "with_pieces": True, "add_special": True}).encode())

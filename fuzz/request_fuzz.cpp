@@ -4,7 +4,8 @@
 // hands them over), the rest the body; for the others everything after the first byte is the body. Each request
 // must give a GenerationCall that fits the context, or raise ApiError; any other exception is a finding. A call with a
 // grammar (response_format, "grammar") is then walked for a few tokens: its mask must agree with the token-by-token
-// check, hold a token unless the grammar is complete, and every allowed token must be accepted.
+// check (on a sample of the vocabulary), hold a token unless the grammar is complete, and the allowed token picked
+// must be accepted.
 #include <exception>
 #include <optional>
 
@@ -55,7 +56,9 @@ void walk_grammar(const std::shared_ptr<const ernie::Grammar>& grammar, const er
     for (int32_t t = 0; t < trie.vocab_size(); ++t) {
       const bool bit = (mask[t >> 6] >> (t & 63)) & 1;
       if (bit) allowed.push_back(t);
-      if ((t % 97 == static_cast<int32_t>(seed % 97) || bit) && bit != matcher.allows(t)) {
+      // A sample checked token by token: every 97th id, and the first 64 allowed ones (a class like [a-z一-龥]
+      // allows thousands, each a walk of its own).
+      if ((t % 97 == static_cast<int32_t>(seed % 97) || (bit && allowed.size() <= 64)) && bit != matcher.allows(t)) {
         ernie::fuzz::violation("the mask and the token-by-token check disagree");
       }
     }

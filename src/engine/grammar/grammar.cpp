@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -20,6 +21,12 @@ constexpr char32_t kMaxCodePoint = code_points::kMax;
 using code_points::complement;
 using code_points::Range;
 using Piece = std::vector<Grammar::Element>;  // a run of elements, before it is placed in an alternative
+
+bool piece_less(const Piece& a, const Piece& b) {
+  return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+    return std::pair(x.kind, x.index) < std::pair(y.kind, y.index);
+  });
+}
 
 // Sorted, merged, without surrogates (which UTF-8 cannot encode).
 std::vector<Range> normalized(const std::vector<Range>& ranges) {
@@ -421,7 +428,11 @@ class GbnfParser {
     for (size_t r = 0; r < names_.size(); ++r) {
       g.rules_[r].name = names_[r];
       g.rules_[r].defined = true;
+      // An alternative written twice (`"a" | | | "a"`) adds nothing to the language, only parses the matcher would
+      // follow twice: each is laid out once.
+      std::set<Piece, decltype(&piece_less)> seen(&piece_less);
       for (const Piece& alternative : bodies_[r]) {
+        if (!seen.insert(alternative).second) continue;
         g.rules_[r].alternatives.push_back(static_cast<uint32_t>(g.elements_.size()));
         g.elements_.insert(g.elements_.end(), alternative.begin(), alternative.end());
         g.elements_.push_back({Grammar::Kind::End, 0});
