@@ -119,5 +119,6 @@ void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_accuracy(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_calibrate(CLI::App& app);
 
 }  // namespace ernie::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ernie::cli::register_bench(app);
   ernie::cli::register_accuracy(app);
   ernie::cli::register_quantize(app);
+  ernie::cli::register_calibrate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,10 +3,12 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include "cli/common.h"
 #include "core/error.h"
 #include "io/gguf.h"
+#include "model/calibration.h"
 #include "model/gguf_ernie.h"
 #include "model/gguf_export.h"
 #include "tokenizer/spm_vocabulary.h"
@@ -18,6 +20,7 @@ struct QuantizeOptions {
   std::string model;
   std::string type;
   std::string out;
+  std::string calibration;  // ernie calibrate's statistics; empty: plain rounding
 };
 
 void quantize(const QuantizeOptions& o) {
@@ -30,23 +33,35 @@ void quantize(const QuantizeOptions& o) {
   // Stored types stay as they are in the map (no --dtype): every tensor is read straight from the input.
   const auto model = Model::load(in);
   const ModelConfig& config = model->config();
-
-  export_gguf(*model, target, out, [&](GgufWriter& writer) {
-    if (has_tokenizer(in)) {
-      write_gguf_vocabulary(writer, Tokenizer::load(in).vocabulary(), config.vocab_size);
-    } else {
-      write_gguf_vocabulary(writer, placeholder_vocabulary(config.vocab_size), config.vocab_size);
+  std::optional<ActivationStats> calibration;
+  if (!o.calibration.empty()) {
+    calibration = ActivationStats::load(o.calibration, config);
+    if (!uses_quantized_input(target))
       std::fprintf(stderr,
-                   "ernie: %s has no tokenizer: writing a placeholder vocabulary of %d entries (<unk>, <s>, </s>, "
-                   "byte pieces, fillers) so that llama.cpp loads the file; text tokenizes only into bytes\n",
-                   in.c_str(), config.vocab_size);
-    }
-    write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
-    if (has_random_weights(in)) writer.set("ernie.random_weights", true);  // so that figures measured on it say so
-  });
+                   "ernie: --calibration has no effect on %s weights: they are stored without rounding to levels\n",
+                   std::string(dtype_name(target)).c_str());
+  }
+
+  export_gguf(
+      *model, target, out,
+      [&](GgufWriter& writer) {
+        if (has_tokenizer(in)) {
+          write_gguf_vocabulary(writer, Tokenizer::load(in).vocabulary(), config.vocab_size);
+        } else {
+          write_gguf_vocabulary(writer, placeholder_vocabulary(config.vocab_size), config.vocab_size);
+          std::fprintf(stderr,
+                       "ernie: %s has no tokenizer: writing a placeholder vocabulary of %d entries (<unk>, <s>, </s>, "
+                       "byte pieces, fillers) so that llama.cpp loads the file; text tokenizes only into bytes\n",
+                       in.c_str(), config.vocab_size);
+        }
+        write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
+        if (has_random_weights(in)) writer.set("ernie.random_weights", true);  // so that figures measured on it say so
+      },
+      calibration ? &*calibration : nullptr);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "ernie: wrote %s (%s, %.1f MiB) in %.2f s\n", out.c_str(),
-               std::string(dtype_name(target)).c_str(), std::filesystem::file_size(out) / 1048576.0, seconds);
+  std::fprintf(stderr, "ernie: wrote %s (%s%s, %.1f MiB) in %.2f s\n", out.c_str(),
+               std::string(dtype_name(target)).c_str(), calibration ? ", calibrated" : "",
+               std::filesystem::file_size(out) / 1048576.0, seconds);
 }
 
 }  // namespace
@@ -57,6 +72,9 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("-m,--model", options->model, "Hugging Face checkpoint directory or GGUF file")->required();
   cmd->add_option("--type", options->type, "Type of the weight matrices: f32, bf16, f16, q8_0 or q4_0")->required();
   cmd->add_option("-o,--out", options->out, "Output .gguf file")->required();
+  cmd->add_option("--calibration", options->calibration,
+                  "Activation statistics (ernie calibrate, or llama-imatrix's GGUF): q8_0/q4_0 blocks then minimise "
+                  "the activation-weighted error");
   cmd->callback([options] { quantize(*options); });
 }
 

@@ -51,4 +51,16 @@ double LogitAgreement::top1() const {
   return static_cast<double>(agreeing_) / positions_;
 }
 
+void Perplexity::add(std::span<const float> logits, int32_t next) {
+  if (next < 0 || static_cast<size_t>(next) >= logits.size())
+    fail("perplexity: token ", next, " is outside the ", logits.size(), " logits");
+  log_softmax(logits, log_p_);
+  nll_ -= log_p_[next];
+  ++tokens_;
+}
+
+double Perplexity::value() const {
+  return std::exp(nll_ / static_cast<double>(tokens_));
+}
+
 }  // namespace ernie

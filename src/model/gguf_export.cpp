@@ -24,7 +24,7 @@ uint32_t llama_file_type(DType dtype) {
 }  // namespace
 
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
-                 const std::function<void(GgufWriter&)>& add_metadata) {
+                 const std::function<void(GgufWriter&)>& add_metadata, const ActivationStats* calibration) {
   const ModelConfig& config = model.config();
   GgufWriter writer(out);
   const std::filesystem::path& in = model.path();
@@ -32,6 +32,14 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
   write_gguf_config(writer, config);
   writer.set("general.file_type", llama_file_type(matrix_type));
   if (uses_quantized_input(matrix_type)) writer.set("general.quantization_version", uint32_t{2});
+  const bool weighted = calibration && uses_quantized_input(matrix_type);
+  if (weighted) {
+    const ActivationStats::Provenance& from = calibration->provenance();
+    if (!from.file.empty()) writer.set("quantize.imatrix.file", from.file);
+    if (!from.datasets.empty()) writer.set("quantize.imatrix.dataset", from.datasets.front());
+    writer.set("quantize.imatrix.entries_count", static_cast<int32_t>(calibration->matrices_with_stats()));
+    writer.set("quantize.imatrix.chunks_count", static_cast<int32_t>(from.chunks));
+  }
   if (add_metadata) add_metadata(writer);
 
   const std::vector<TensorSpec> specs = expected_tensors(config);
@@ -47,6 +55,8 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
   for (const TensorSpec& spec : specs) {
     const TensorView& t = model.tensors().by_name.at(spec.name);
     const DType to = type_of(spec);
+    const ChannelStats* stats = weighted && spec.shape.size() == 2 ? calibration->of(spec.name) : nullptr;
+    const std::vector<float> importance = stats ? stats->mean_squares() : std::vector<float>{};
     const int64_t cols = spec.shape.back(), rows = t.element_count() / cols;
     const size_t in_row = dtype_row_bytes(t.dtype, cols), out_row = dtype_row_bytes(to, cols);
     buffer.resize(out_row * rows);
@@ -57,7 +67,11 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
         continue;
       }
       dequantize_row(t.dtype, t.data + r * in_row, row.data(), cols);
-      quantize_row(to, row.data(), buffer.data() + r * out_row, cols);
+      if (stats) {
+        quantize_row_weighted(to, row.data(), importance.data(), buffer.data() + r * out_row, cols);
+      } else {
+        quantize_row(to, row.data(), buffer.data() + r * out_row, cols);
+      }
     }
     writer.write_tensor(buffer);
     release_mapped_range(t.data, t.nbytes);  // read once: keep the input's pages from adding up in resident memory

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "io/gguf.h"
+#include "model/calibration.h"
 #include "model/model.h"
 
 namespace ernie {
@@ -14,7 +15,13 @@ namespace ernie {
 // hyper-parameters and general.* keys; then whatever `add_metadata` sets (tokenizer, sampling defaults). Reads
 // model.tensors(), so the model must be loaded without LoadOptions::dtype. Raises ernie::Error if a matrix's rows are
 // not whole blocks of matrix_type or the file cannot be written.
+//
+// With `calibration` (ernie calibrate's statistics), Q8_0 and Q4_0 matrices are quantized to minimise the error
+// weighted by their inputs' mean squares (quantize_row_weighted); a matrix without statistics (an untied
+// embedding) is rounded plainly. The file records the statistics' origin under quantize.imatrix.*, as
+// llama-quantize does.
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
-                 const std::function<void(GgufWriter&)>& add_metadata = {});
+                 const std::function<void(GgufWriter&)>& add_metadata = {},
+                 const ActivationStats* calibration = nullptr);
 
 }  // namespace ernie

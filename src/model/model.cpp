@@ -159,18 +159,23 @@ class Pass {
   }
 
  private:
-  MatmulInput prepare_input(const float* x, int cols) { return prepare_input(x, rows_, cols); }
-  MatmulInput prepare_input(const float* x, int n, int cols) {
+  // The input x [n, cols] of the matrices at `site` of `layer`, quantized when the matmuls need it.
+  MatmulInput prepare_input(const float* x, int cols, int layer, ActivationSite site) {
+    return prepare_input(x, rows_, cols, layer, site);
+  }
+  MatmulInput prepare_input(const float* x, int n, int cols, int layer, ActivationSite site) {
+    observe_activation(layer, site, x, n, cols);
     if (ws_.quantized.empty()) return MatmulInput{x, nullptr, n, cols};
     quantize_input(x, cols, 0, n, ws_.quantized.data());
     return MatmulInput{x, ws_.quantized.data(), n, cols};
   }
 
   // rmsnorm(x) into normed, quantized in the same pass over each row when the matmuls need it.
-  MatmulInput normalized_input(const Vector& norm_weight) {
+  MatmulInput normalized_input(const Vector& norm_weight, int layer, ActivationSite site) {
     uint8_t* quantized = ws_.quantized.empty() ? nullptr : ws_.quantized.data();
     rmsnorm_quantize_input(ws_.normed.data(), quantized, ws_.x.data(), norm_weight.data(), config_.hidden_size,
                            config_.rms_norm_eps, 0, rows_);
+    observe_activation(layer, site, ws_.normed.data(), rows_, config_.hidden_size);
     return MatmulInput{ws_.normed.data(), quantized, rows_, config_.hidden_size};
   }
 
@@ -182,7 +187,7 @@ class Pass {
     const MatmulTask qkv[] = {{ws_.q.data(), &layer.q_proj, bias(layer.q_bias)},
                               {ws_.k_new.data(), &layer.k_proj, bias(layer.k_bias)},
                               {ws_.v_new.data(), &layer.v_proj, bias(layer.v_bias)}};
-    matmul_parallel(*ws_.pool, normalized_input(layer.input_norm), qkv);
+    matmul_parallel(*ws_.pool, normalized_input(layer.input_norm, layer_index, ActivationSite::kQkv), qkv);
     apply_lora(
         layer_index, ws_.normed.data(), config_.hidden_size,
         {{Projection::kQ, ws_.q.data()}, {Projection::kK, ws_.k_new.data()}, {Projection::kV, ws_.v_new.data()}});
@@ -264,7 +269,8 @@ class Pass {
     lap(ForwardProfile::kAttention);
 
     const MatmulTask o[] = {{ws_.proj_out.data(), &layer.o_proj, bias(layer.o_bias)}};
-    matmul_parallel(*ws_.pool, prepare_input(ws_.attn_out.data(), q_dim), o);
+    matmul_parallel(*ws_.pool, prepare_input(ws_.attn_out.data(), q_dim, layer_index, ActivationSite::kAttentionOutput),
+                    o);
     apply_lora(layer_index, ws_.attn_out.data(), q_dim, {{Projection::kO, ws_.proj_out.data()}});
     add_inplace(ws_.x.data(), ws_.proj_out.data(), static_cast<size_t>(rows_) * config_.hidden_size);
     lap(ForwardProfile::kOutput);
@@ -275,13 +281,15 @@ class Pass {
     if (!adapts(layer_index, Projection::kGate) && !adapts(layer_index, Projection::kUp)) {
       const MatmulTask gate_up[] = {
           {ws_.act.data(), &layer.gate_proj, bias(layer.gate_bias), &layer.up_proj, bias(layer.up_bias)}};
-      matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm), gate_up);
+      matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm, layer_index, ActivationSite::kGateUp),
+                      gate_up);
     } else {
       // The adapters' deltas go into gate and up before the SwiGLU, so the fused kernel splits in two: the same
       // bits for the rows without adapters (matmul_swiglu is defined as the two matmuls, then swiglu).
       const MatmulTask gate_up[] = {{ws_.gate.data(), &layer.gate_proj, bias(layer.gate_bias)},
                                     {ws_.act.data(), &layer.up_proj, bias(layer.up_bias)}};
-      matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm), gate_up);
+      matmul_parallel(*ws_.pool, normalized_input(layer.post_attention_norm, layer_index, ActivationSite::kGateUp),
+                      gate_up);
       apply_lora(layer_index, ws_.normed.data(), config_.hidden_size,
                  {{Projection::kGate, ws_.gate.data()}, {Projection::kUp, ws_.act.data()}});
       const int width = config_.intermediate_size;
@@ -292,7 +300,8 @@ class Pass {
     }
     lap(ForwardProfile::kNormGateUp);
     const MatmulTask down[] = {{ws_.proj_out.data(), &layer.down_proj, bias(layer.down_bias)}};
-    matmul_parallel(*ws_.pool, prepare_input(ws_.act.data(), config_.intermediate_size), down);
+    matmul_parallel(*ws_.pool,
+                    prepare_input(ws_.act.data(), config_.intermediate_size, layer_index, ActivationSite::kDown), down);
     apply_lora(layer_index, ws_.act.data(), config_.intermediate_size, {{Projection::kDown, ws_.proj_out.data()}});
     add_inplace(ws_.x.data(), ws_.proj_out.data(), static_cast<size_t>(rows_) * config_.hidden_size);
     lap(ForwardProfile::kDown);
@@ -323,7 +332,7 @@ class Pass {
               config_.rms_norm_eps);
     }
     const MatmulTask head[] = {{logits.data(), &w.lm_head, nullptr}};
-    matmul_parallel(*ws_.pool, prepare_input(ws_.normed.data(), n, hidden), head);
+    matmul_parallel(*ws_.pool, prepare_input(ws_.normed.data(), n, hidden, -1, ActivationSite::kLmHead), head);
   }
 
   // Whether a chunk of this step has an adapter for this projection of this layer.
@@ -429,6 +438,11 @@ class Pass {
     ws_.profile->seconds[op] += std::chrono::duration<double>(now - last_lap_).count();
     ++ws_.profile->calls[op];
     last_lap_ = now;
+  }
+
+  void observe_activation(int layer, ActivationSite site, const float* rows, int n, int width) const {
+    if (ws_.activation_observer)
+      ws_.activation_observer(layer, site, std::span<const float>(rows, static_cast<size_t>(n) * width), width);
   }
 
   void observe(int index, const float* rows, int n) const {

@@ -95,6 +95,14 @@ class Model {
 // layer i-1, L+1 = after the final RMSNorm. `rows` is [n_tokens, hidden]. For tests and debugging.
 using LayerObserver = std::function<void(int index, std::span<const float> rows)>;
 
+// The inputs the weight matrices read, per layer in the order of the pass: the attention's normed input (q, k and v
+// read it), the attention's output (o), the MLP's normed input (gate, up) and the SwiGLU activations (down); then the
+// final norm's output (the LM head, at layer -1).
+enum class ActivationSite : uint8_t { kQkv, kAttentionOutput, kGateUp, kDown, kLmHead };
+// Called with every matrix input of a pass, as float rows [n, width] before any int8 quantization, on the thread
+// that runs forward() (ernie calibrate). The LM head's rows are only those whose logits the step computes.
+using ActivationObserver = std::function<void(int layer, ActivationSite site, std::span<const float> rows, int width)>;
+
 // Wall time per kind of operation, summed over the forward passes of a Workspace it is attached to (ernie bench
 // --profile). Each op's time runs from the end of the previous one, so the kinds add up to the whole pass; the
 // residual additions count with the projection before them.
@@ -119,11 +127,12 @@ struct Workspace {
   Workspace& operator=(const Workspace&) = delete;
 
   int max_tokens;
-  ThreadPool* pool;                      // runs the matmuls and attention
-  std::unique_ptr<ThreadPool> own_pool;  // single-threaded stand-in when none was given
-  LayerObserver observer;                // see LayerObserver; empty: none
-  ForwardProfile* profile = nullptr;     // adds every pass's time per op when set
-  int64_t passes = 0;                    // forward() calls that ran, for tests and step statistics
+  ThreadPool* pool;                        // runs the matmuls and attention
+  std::unique_ptr<ThreadPool> own_pool;    // single-threaded stand-in when none was given
+  LayerObserver observer;                  // see LayerObserver; empty: none
+  ActivationObserver activation_observer;  // see ActivationObserver; empty: none
+  ForwardProfile* profile = nullptr;       // adds every pass's time per op when set
+  int64_t passes = 0;                      // forward() calls that ran, for tests and step statistics
 
   std::vector<float> x;            // residual stream [B, hidden]
   std::vector<float> normed;       // [B, hidden]

@@ -44,6 +44,7 @@ class Session {
   void truncate(int n) { cache_.truncate(sequence_, n); }
   void reset() { cache_.release(sequence_); }
   void set_observer(LayerObserver observer) { workspace_.observer = std::move(observer); }
+  void set_activation_observer(ActivationObserver observer) { workspace_.activation_observer = std::move(observer); }
   // Adds every later pass's time per op to *profile (nullptr stops). Costs two clock reads per op.
   void set_profile(ForwardProfile* profile) { workspace_.profile = profile; }
 
