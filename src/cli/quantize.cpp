@@ -8,6 +8,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "io/gguf.h"
+#include "model/activation_scaling.h"
 #include "model/calibration.h"
 #include "model/gguf_ernie.h"
 #include "model/gguf_export.h"
@@ -21,6 +22,8 @@ struct QuantizeOptions {
   std::string type;
   std::string out;
   std::string calibration;  // ernie calibrate's statistics; empty: plain rounding
+  bool awq = false;         // activation-aware scaling from the statistics
+  float awq_alpha = 0.25f;
 };
 
 void quantize(const QuantizeOptions& o) {
@@ -34,12 +37,19 @@ void quantize(const QuantizeOptions& o) {
   const auto model = Model::load(in);
   const ModelConfig& config = model->config();
   std::optional<ActivationStats> calibration;
+  std::optional<ActivationScaling> scaling;
+  if (o.awq && o.calibration.empty()) fail("--awq needs --calibration (the statistics it chooses its scales from)");
   if (!o.calibration.empty()) {
     calibration = ActivationStats::load(o.calibration, config);
     if (!uses_quantized_input(target))
       std::fprintf(stderr,
                    "ernie: --calibration has no effect on %s weights: they are stored without rounding to levels\n",
                    std::string(dtype_name(target)).c_str());
+    if (o.awq) {
+      if (!uses_quantized_input(target)) fail("--awq scales inputs for q8_0 or q4_0 rounding, not ", o.type);
+      if (!(o.awq_alpha >= 0.0f && o.awq_alpha <= 1.0f)) fail("--awq-alpha must be in [0, 1]");
+      scaling = ActivationScaling::from(config, *calibration, o.awq_alpha);
+    }
   }
 
   export_gguf(
@@ -57,10 +67,13 @@ void quantize(const QuantizeOptions& o) {
         write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
         if (has_random_weights(in)) writer.set("ernie.random_weights", true);  // so that figures measured on it say so
       },
-      calibration ? &*calibration : nullptr);
+      calibration ? &*calibration : nullptr, scaling ? &*scaling : nullptr);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "ernie: wrote %s (%s%s, %.1f MiB) in %.2f s\n", out.c_str(),
-               std::string(dtype_name(target)).c_str(), calibration ? ", calibrated" : "",
+               std::string(dtype_name(target)).c_str(),
+               scaling       ? ", calibrated, activation-scaled"
+               : calibration ? ", calibrated"
+                             : "",
                std::filesystem::file_size(out) / 1048576.0, seconds);
 }
 
@@ -75,6 +88,11 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--calibration", options->calibration,
                   "Activation statistics (ernie calibrate, or llama-imatrix's GGUF): q8_0/q4_0 blocks then minimise "
                   "the activation-weighted error");
+  cmd->add_flag("--awq", options->awq,
+                "With --calibration: scale each matrix's input channels by rms(x)^alpha first (AWQ/SmoothQuant-style), "
+                "folded into the norms, v_proj and up_proj so that the float model is unchanged");
+  cmd->add_option("--awq-alpha", options->awq_alpha, "The migration strength of --awq, in [0, 1]")
+      ->capture_default_str();
   cmd->callback([options] { quantize(*options); });
 }
 

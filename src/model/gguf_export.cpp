@@ -24,7 +24,8 @@ uint32_t llama_file_type(DType dtype) {
 }  // namespace
 
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
-                 const std::function<void(GgufWriter&)>& add_metadata, const ActivationStats* calibration) {
+                 const std::function<void(GgufWriter&)>& add_metadata, const ActivationStats* calibration,
+                 const ActivationScaling* scaling) {
   const ModelConfig& config = model.config();
   GgufWriter writer(out);
   const std::filesystem::path& in = model.path();
@@ -56,17 +57,20 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
     const TensorView& t = model.tensors().by_name.at(spec.name);
     const DType to = type_of(spec);
     const ChannelStats* stats = weighted && spec.shape.size() == 2 ? calibration->of(spec.name) : nullptr;
-    const std::vector<float> importance = stats ? stats->mean_squares() : std::vector<float>{};
+    const std::vector<float> importance = !stats    ? std::vector<float>{}
+                                          : scaling ? scaling->importance(spec.name, *stats)
+                                                    : stats->mean_squares();
     const int64_t cols = spec.shape.back(), rows = t.element_count() / cols;
     const size_t in_row = dtype_row_bytes(t.dtype, cols), out_row = dtype_row_bytes(to, cols);
     buffer.resize(out_row * rows);
     row.resize(cols);
     for (int64_t r = 0; r < rows; ++r) {
-      if (t.dtype == to) {  // bytes as they are: a same-type export is exact
+      if (t.dtype == to && !scaling) {  // bytes as they are: a same-type export is exact
         std::memcpy(buffer.data() + r * out_row, t.data + r * in_row, out_row);
         continue;
       }
       dequantize_row(t.dtype, t.data + r * in_row, row.data(), cols);
+      if (scaling) scaling->apply(spec.name, r, row);
       if (stats) {
         quantize_row_weighted(to, row.data(), importance.data(), buffer.data() + r * out_row, cols);
       } else {

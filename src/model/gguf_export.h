@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "io/gguf.h"
+#include "model/activation_scaling.h"
 #include "model/calibration.h"
 #include "model/model.h"
 
@@ -19,9 +20,10 @@ namespace ernie {
 // With `calibration` (ernie calibrate's statistics), Q8_0 and Q4_0 matrices are quantized to minimise the error
 // weighted by their inputs' mean squares (quantize_row_weighted); a matrix without statistics (an untied
 // embedding) is rounded plainly. The file records the statistics' origin under quantize.imatrix.*, as
-// llama-quantize does.
+// llama-quantize does. With `scaling` too (ernie quantize --awq), the tensors are first scaled as it says (exact in
+// float math) and rounded with the importance of their scaled inputs.
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
                  const std::function<void(GgufWriter&)>& add_metadata = {},
-                 const ActivationStats* calibration = nullptr);
+                 const ActivationStats* calibration = nullptr, const ActivationScaling* scaling = nullptr);
 
 }  // namespace ernie

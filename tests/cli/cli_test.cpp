@@ -385,6 +385,15 @@ TEST(Cli, CalibrateQuantizeAndScoreOnAText) {
     EXPECT_LT(row["mean_kl"].get<double>(), 1.0);
   }
 
+  // --awq folds activation scales in first (exactness: tests/model/activation_scaling_test.cpp); it needs statistics.
+  r = ernie_cli("quantize --model " + model_dir() + " --type q4_0 --calibration " + quote(stats) + " --awq --out " +
+                quote(tmp.path() / "awq.gguf"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("activation-scaled"), std::string::npos) << r.err;
+  r = ernie_cli("quantize --model " + model_dir() + " --type q4_0 --awq --out " + quote(tmp.path() / "awq.gguf"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--awq needs --calibration"), std::string::npos) << r.err;
+
   // tiny-ernie has 2 layers, tiny-ernie-bias 3: its statistics lack layer 2.
   r = ernie_cli("quantize --model " + model_dir("tiny-ernie-bias/model") + " --type q8_0 --calibration " +
                 quote(stats) + " --out " + quote(tmp.path() / "other.gguf"));
