@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <optional>
+#include <thread>
 
 #include "cli/common.h"
 #include "core/error.h"
@@ -22,6 +23,7 @@ struct QuantizeOptions {
   std::string type;
   std::string out;
   std::string calibration;  // ernie calibrate's statistics; empty: plain rounding
+  int threads = 0;          // 0: every CPU
   bool awq = false;         // activation-aware scaling from the statistics
   float awq_alpha = 0.25f;
 };
@@ -35,6 +37,7 @@ void quantize(const QuantizeOptions& o) {
   if (std::filesystem::equivalent(in, out, ec)) fail(out.string(), ": --out is the same file as --model");
   // Stored types stay as they are in the map (no --dtype): every tensor is read straight from the input.
   const auto model = Model::load(in);
+  ThreadPool pool(o.threads > 0 ? o.threads : static_cast<int>(std::thread::hardware_concurrency()));
   const ModelConfig& config = model->config();
   std::optional<ActivationStats> calibration;
   std::optional<ActivationScaling> scaling;
@@ -67,7 +70,7 @@ void quantize(const QuantizeOptions& o) {
         write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
         if (has_random_weights(in)) writer.set("ernie.random_weights", true);  // so that figures measured on it say so
       },
-      calibration ? &*calibration : nullptr, scaling ? &*scaling : nullptr);
+      {.calibration = calibration ? &*calibration : nullptr, .scaling = scaling ? &*scaling : nullptr, .pool = &pool});
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "ernie: wrote %s (%s%s, %.1f MiB) in %.2f s\n", out.c_str(),
                std::string(dtype_name(target)).c_str(),
@@ -91,6 +94,7 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--awq", options->awq,
                 "With --calibration: scale each matrix's input channels by rms(x)^alpha first (AWQ/SmoothQuant-style), "
                 "folded into the norms, v_proj and up_proj so that the float model is unchanged");
+  cmd->add_option("-t,--threads", options->threads, "Threads converting rows (default: every CPU)");
   cmd->add_option("--awq-alpha", options->awq_alpha, "The migration strength of --awq, in [0, 1]")
       ->capture_default_str();
   cmd->callback([options] { quantize(*options); });

@@ -1,5 +1,6 @@
 #include "model/gguf_export.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/error.h"
@@ -24,8 +25,11 @@ uint32_t llama_file_type(DType dtype) {
 }  // namespace
 
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
-                 const std::function<void(GgufWriter&)>& add_metadata, const ActivationStats* calibration,
-                 const ActivationScaling* scaling) {
+                 const std::function<void(GgufWriter&)>& add_metadata, const ExportOptions& options) {
+  const ActivationStats* calibration = options.calibration;
+  const ActivationScaling* scaling = options.scaling;
+  ThreadPool serial(1);
+  ThreadPool& pool = options.pool ? *options.pool : serial;
   const ModelConfig& config = model.config();
   GgufWriter writer(out);
   const std::filesystem::path& in = model.path();
@@ -52,7 +56,6 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
     writer.declare_tensor(gguf_tensor_name(spec.name), ggml_type_of(type_of(spec)), spec.shape);
   }
   std::vector<uint8_t> buffer;
-  std::vector<float> row;
   for (const TensorSpec& spec : specs) {
     const TensorView& t = model.tensors().by_name.at(spec.name);
     const DType to = type_of(spec);
@@ -63,20 +66,23 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
     const int64_t cols = spec.shape.back(), rows = t.element_count() / cols;
     const size_t in_row = dtype_row_bytes(t.dtype, cols), out_row = dtype_row_bytes(to, cols);
     buffer.resize(out_row * rows);
-    row.resize(cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (t.dtype == to && !scaling) {  // bytes as they are: a same-type export is exact
-        std::memcpy(buffer.data() + r * out_row, t.data + r * in_row, out_row);
-        continue;
+    constexpr int64_t kRowsPerTask = 64;
+    pool.run(static_cast<int>((rows + kRowsPerTask - 1) / kRowsPerTask), [&](int task) {
+      std::vector<float> row(cols);
+      for (int64_t r = task * kRowsPerTask; r < std::min(rows, (task + 1) * kRowsPerTask); ++r) {
+        if (t.dtype == to && !scaling) {  // bytes as they are: a same-type export is exact
+          std::memcpy(buffer.data() + r * out_row, t.data + r * in_row, out_row);
+          continue;
+        }
+        dequantize_row(t.dtype, t.data + r * in_row, row.data(), cols);
+        if (scaling) scaling->apply(spec.name, r, row);
+        if (stats) {
+          quantize_row_weighted(to, row.data(), importance.data(), buffer.data() + r * out_row, cols);
+        } else {
+          quantize_row(to, row.data(), buffer.data() + r * out_row, cols);
+        }
       }
-      dequantize_row(t.dtype, t.data + r * in_row, row.data(), cols);
-      if (scaling) scaling->apply(spec.name, r, row);
-      if (stats) {
-        quantize_row_weighted(to, row.data(), importance.data(), buffer.data() + r * out_row, cols);
-      } else {
-        quantize_row(to, row.data(), buffer.data() + r * out_row, cols);
-      }
-    }
+    });
     writer.write_tensor(buffer);
     release_mapped_range(t.data, t.nbytes);  // read once: keep the input's pages from adding up in resident memory
   }

@@ -16,14 +16,17 @@ namespace ernie {
 // hyper-parameters and general.* keys; then whatever `add_metadata` sets (tokenizer, sampling defaults). Reads
 // model.tensors(), so the model must be loaded without LoadOptions::dtype. Raises ernie::Error if a matrix's rows are
 // not whole blocks of matrix_type or the file cannot be written.
-//
-// With `calibration` (ernie calibrate's statistics), Q8_0 and Q4_0 matrices are quantized to minimise the error
-// weighted by their inputs' mean squares (quantize_row_weighted); a matrix without statistics (an untied
-// embedding) is rounded plainly. The file records the statistics' origin under quantize.imatrix.*, as
-// llama-quantize does. With `scaling` too (ernie quantize --awq), the tensors are first scaled as it says (exact in
-// float math) and rounded with the importance of their scaled inputs.
+struct ExportOptions {
+  // ernie calibrate's statistics: Q8_0 and Q4_0 matrices are then quantized to minimise the error weighted by their
+  // inputs' mean squares (quantize_row_weighted); a matrix without statistics (an untied embedding) is rounded
+  // plainly. The file records the statistics' origin under quantize.imatrix.*, as llama-quantize does.
+  const ActivationStats* calibration = nullptr;
+  // ernie quantize --awq: the tensors are first scaled as it says (exact in float math) and rounded with the
+  // importance of their scaled inputs.
+  const ActivationScaling* scaling = nullptr;
+  ThreadPool* pool = nullptr;  // converts each tensor's rows in parallel when given
+};
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
-                 const std::function<void(GgufWriter&)>& add_metadata = {},
-                 const ActivationStats* calibration = nullptr, const ActivationScaling* scaling = nullptr);
+                 const std::function<void(GgufWriter&)>& add_metadata = {}, const ExportOptions& options = {});
 
 }  // namespace ernie

@@ -42,7 +42,7 @@ TEST_P(ActivationScalingFolding, LeavesFloat32LogitsUnchanged) {
   const ActivationScaling scaling = ActivationScaling::from(model->config(), stats, 1.0f);  // the strongest
   TempDir tmp;
   const auto path = tmp.path() / "scaled.gguf";
-  export_gguf(*model, DType::F32, path, {}, nullptr, &scaling);
+  export_gguf(*model, DType::F32, path, {}, {.scaling = &scaling});
   const auto scaled = Model::load(path);
 
   // The scaling is not the identity: the first layer's q_proj and input norm moved by factors well away from 1.
@@ -67,7 +67,7 @@ TEST_P(ActivationScalingFolding, LeavesFloat32LogitsUnchanged) {
 // tiny-ernie: tied embeddings, no biases; tiny-ernie-bias: biases on every projection.
 INSTANTIATE_TEST_SUITE_P(Fixtures, ActivationScalingFolding, ::testing::Values("tiny-ernie", "tiny-ernie-bias"));
 
-// Alpha 0 is no scaling at all: the export is the plain one, byte for byte.
+// Alpha 0 is no scaling at all: the export is the plain calibrated one, byte for byte.
 TEST(ActivationScaling, AlphaZeroIsTheIdentity) {
   const auto model = Model::load(fixture("tiny-ernie-bias/model"));
   const auto ids =
@@ -76,9 +76,13 @@ TEST(ActivationScaling, AlphaZeroIsTheIdentity) {
   all_logits(*model, ids, &stats);
   const ActivationScaling none = ActivationScaling::from(model->config(), stats, 0.0f);
   TempDir tmp;
-  export_gguf(*model, DType::Q4_0, tmp.path() / "plain.gguf", {}, &stats);
-  export_gguf(*model, DType::Q4_0, tmp.path() / "alpha0.gguf", {}, &stats, &none);
+  export_gguf(*model, DType::Q4_0, tmp.path() / "plain.gguf", {}, {.calibration = &stats});
+  export_gguf(*model, DType::Q4_0, tmp.path() / "alpha0.gguf", {}, {.calibration = &stats, .scaling = &none});
   EXPECT_EQ(testing::read_bytes(tmp.path() / "plain.gguf"), testing::read_bytes(tmp.path() / "alpha0.gguf"));
+  // Rows converted on three threads: the same bytes again.
+  ThreadPool pool(3);
+  export_gguf(*model, DType::Q4_0, tmp.path() / "threads.gguf", {}, {.calibration = &stats, .pool = &pool});
+  EXPECT_EQ(testing::read_bytes(tmp.path() / "plain.gguf"), testing::read_bytes(tmp.path() / "threads.gguf"));
 }
 
 }  // namespace
