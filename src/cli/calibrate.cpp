@@ -65,8 +65,7 @@ void calibrate(const CalibrateOptions& o) {
   model_options.context_length = o.chunk;
   const LoadedModel loaded = load_model(model_options, /*with_tokenizer=*/true);
   const Model& model = *loaded.model;
-  SessionOptions session_options_ = session_options(model_options, loaded);
-  Session session(model, session_options_);
+  Session session(model, session_options(model_options, loaded));
   const int chunk = session.context_length();  // --chunk capped at the model's context
   ActivationStats stats(model.config());
   session.set_activation_observer(stats.observer());

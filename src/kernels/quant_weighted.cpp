@@ -40,7 +40,9 @@ void try_scale(const float* x, const float* w, float d, Levels range, Choice& be
   Choice c;
   c.scale = stored;
   for (int i = 0; i < kQuantBlock; ++i) {
-    c.level[i] = static_cast<int8_t>(std::clamp(static_cast<int>(std::lround(x[i] / stored)), range.lo, range.hi));
+    // Clamped before rounding, so that a tiny fitted scale cannot overflow the conversion.
+    const float level = std::clamp(x[i] / stored, static_cast<float>(range.lo), static_cast<float>(range.hi));
+    c.level[i] = static_cast<int8_t>(std::lround(level));
   }
   c.error = weighted_error(x, w, c.scale, c.level);
   if (c.error < best.error) best = c;
