@@ -23,6 +23,7 @@ struct QuantizeOptions {
   std::string type;
   std::string out;
   std::string calibration;  // ernie calibrate's statistics; empty: plain rounding
+  std::string output_type;  // the LM head's type; empty: --type
   int threads = 0;          // 0: every CPU
   bool awq = false;         // activation-aware scaling from the statistics
   float awq_alpha = 0.25f;
@@ -32,6 +33,12 @@ void quantize(const QuantizeOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const std::filesystem::path in(o.model), out(o.out);
   const DType target = parse_weight_dtype(o.type);
+  std::optional<DType> output_type;
+  std::string types(dtype_name(target));
+  if (!o.output_type.empty()) {
+    output_type = parse_weight_dtype(o.output_type);
+    types += ", LM head " + std::string(dtype_name(*output_type));
+  }
   // The input stays mapped while the output is written: truncating it would pull the pages from under the reader.
   std::error_code ec;
   if (std::filesystem::equivalent(in, out, ec)) fail(out.string(), ": --out is the same file as --model");
@@ -55,25 +62,28 @@ void quantize(const QuantizeOptions& o) {
     }
   }
 
-  export_gguf(
-      *model, target, out,
-      [&](GgufWriter& writer) {
-        if (has_tokenizer(in)) {
-          write_gguf_vocabulary(writer, Tokenizer::load(in).vocabulary(), config.vocab_size);
-        } else {
-          write_gguf_vocabulary(writer, placeholder_vocabulary(config.vocab_size), config.vocab_size);
-          std::fprintf(stderr,
-                       "ernie: %s has no tokenizer: writing a placeholder vocabulary of %d entries (<unk>, <s>, </s>, "
-                       "byte pieces, fillers) so that llama.cpp loads the file; text tokenizes only into bytes\n",
-                       in.c_str(), config.vocab_size);
-        }
-        write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
-        if (has_random_weights(in)) writer.set("ernie.random_weights", true);  // so that figures measured on it say so
-      },
-      {.calibration = calibration ? &*calibration : nullptr, .scaling = scaling ? &*scaling : nullptr, .pool = &pool});
+  export_gguf(*model, target, out,
+              [&](GgufWriter& writer) {
+                if (has_tokenizer(in)) {
+                  write_gguf_vocabulary(writer, Tokenizer::load(in).vocabulary(), config.vocab_size);
+                } else {
+                  write_gguf_vocabulary(writer, placeholder_vocabulary(config.vocab_size), config.vocab_size);
+                  std::fprintf(
+                      stderr,
+                      "ernie: %s has no tokenizer: writing a placeholder vocabulary of %d entries (<unk>, <s>, </s>, "
+                      "byte pieces, fillers) so that llama.cpp loads the file; text tokenizes only into bytes\n",
+                      in.c_str(), config.vocab_size);
+                }
+                write_gguf_generation_defaults(writer, GenerationDefaults::load(in));
+                if (has_random_weights(in))
+                  writer.set("ernie.random_weights", true);  // so that figures measured on it say so
+              },
+              {.calibration = calibration ? &*calibration : nullptr,
+               .scaling = scaling ? &*scaling : nullptr,
+               .pool = &pool,
+               .output_type = output_type});
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "ernie: wrote %s (%s%s, %.1f MiB) in %.2f s\n", out.c_str(),
-               std::string(dtype_name(target)).c_str(),
+  std::fprintf(stderr, "ernie: wrote %s (%s%s, %.1f MiB) in %.2f s\n", out.c_str(), types.c_str(),
                scaling       ? ", calibrated, activation-scaled"
                : calibration ? ", calibrated"
                              : "",
@@ -94,6 +104,10 @@ void register_quantize(CLI::App& app) {
   cmd->add_flag("--awq", options->awq,
                 "With --calibration: scale each matrix's input channels by rms(x)^alpha first (AWQ/SmoothQuant-style), "
                 "folded into the norms, v_proj and up_proj so that the float model is unchanged");
+  cmd->add_option(
+      "--output-type", options->output_type,
+      "Type of the LM head (the embedding, when tied to it), e.g. q8_0 beside --type q4_0 as llama-quantize's "
+      "Q4_0 does (default: --type)");
   cmd->add_option("-t,--threads", options->threads, "Threads converting rows (default: every CPU)");
   cmd->add_option("--awq-alpha", options->awq_alpha, "The migration strength of --awq, in [0, 1]")
       ->capture_default_str();

@@ -48,10 +48,14 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
   if (add_metadata) add_metadata(writer);
 
   const std::vector<TensorSpec> specs = expected_tensors(config);
-  auto type_of = [&](const TensorSpec& spec) { return spec.shape.size() == 1 ? DType::F32 : matrix_type; };
+  const std::string head = config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  auto type_of = [&](const TensorSpec& spec) {
+    if (spec.shape.size() == 1) return DType::F32;
+    return spec.name == head && options.output_type ? *options.output_type : matrix_type;
+  };
   for (const TensorSpec& spec : specs) {
     if (spec.shape.back() % dtype_block_elements(type_of(spec)) != 0) {
-      fail(spec.name, ": rows of ", spec.shape.back(), " elements cannot be stored as ", dtype_name(matrix_type));
+      fail(spec.name, ": rows of ", spec.shape.back(), " elements cannot be stored as ", dtype_name(type_of(spec)));
     }
     writer.declare_tensor(gguf_tensor_name(spec.name), ggml_type_of(type_of(spec)), spec.shape);
   }
@@ -59,7 +63,8 @@ void export_gguf(const Model& model, DType matrix_type, const std::filesystem::p
   for (const TensorSpec& spec : specs) {
     const TensorView& t = model.tensors().by_name.at(spec.name);
     const DType to = type_of(spec);
-    const ChannelStats* stats = weighted && spec.shape.size() == 2 ? calibration->of(spec.name) : nullptr;
+    const ChannelStats* stats =
+        calibration && spec.shape.size() == 2 && uses_quantized_input(to) ? calibration->of(spec.name) : nullptr;
     const std::vector<float> importance = !stats    ? std::vector<float>{}
                                           : scaling ? scaling->importance(spec.name, *stats)
                                                     : stats->mean_squares();

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 
 #include "io/gguf.h"
 #include "model/activation_scaling.h"
@@ -25,6 +26,9 @@ struct ExportOptions {
   // importance of their scaled inputs.
   const ActivationScaling* scaling = nullptr;
   ThreadPool* pool = nullptr;  // converts each tensor's rows in parallel when given
+  // The LM head's type when it differs from matrix_type (ernie quantize --output-type, llama-quantize's
+  // --output-tensor-type): lm_head.weight, or the embedding when it is tied to the head.
+  std::optional<DType> output_type = std::nullopt;
 };
 void export_gguf(const Model& model, DType matrix_type, const std::filesystem::path& out,
                  const std::function<void(GgufWriter&)>& add_metadata = {}, const ExportOptions& options = {});

@@ -394,6 +394,17 @@ TEST(Cli, CalibrateQuantizeAndScoreOnAText) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--awq needs --calibration"), std::string::npos) << r.err;
 
+  // --output-type: the LM head (here the tied embedding) in its own type, the rest in --type.
+  const auto mixed = tmp.path() / "mixed.gguf";
+  r = ernie_cli("quantize --model " + model_dir() + " --type q4_0 --output-type q8_0 --calibration " + quote(stats) +
+                " --out " + quote(mixed));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const GgufFile mixed_file = GgufFile::open(mixed);
+  EXPECT_EQ(mixed_file.find_tensor("token_embd.weight")->type, GgmlType::Q8_0);
+  EXPECT_EQ(mixed_file.find_tensor("blk.0.attn_q.weight")->type, GgmlType::Q4_0);
+  r = ernie_cli("run --model " + quote(mixed) + " --prompt hello -n 4 --temperature 0 --ignore-eos --print-ids");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
   // tiny-ernie has 2 layers, tiny-ernie-bias 3: its statistics lack layer 2.
   r = ernie_cli("quantize --model " + model_dir("tiny-ernie-bias/model") + " --type q8_0 --calibration " +
                 quote(stats) + " --out " + quote(tmp.path() / "other.gguf"));
